@@ -1,0 +1,58 @@
+"""The one exception tree of tritonstack.
+
+Every error a user can cause derives from :class:`TritonstackError`; the CLI prints its message and
+exits 1 without a traceback. Foreign exceptions (pydantic, PyYAML, OS errors) are translated into
+these at the boundary where they happen, never passed through.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TritonstackError",
+    "SpecError",
+    "RenderError",
+    "ValidationFailure",
+    "WriteError",
+    "DriftError",
+    "RuntimeSetupError",
+]
+
+
+class TritonstackError(Exception):
+    """Base of every error meant for the user."""
+
+
+class SpecError(TritonstackError):
+    """The stack spec is not valid. Holds one line per problem, each with file, line and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RenderError(TritonstackError):
+    """A template could not be rendered from a valid spec (a bug or an unsupported combination)."""
+
+
+class ValidationFailure(TritonstackError):
+    """Rendered model configurations do not form a repository Triton would load."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class WriteError(TritonstackError):
+    """The output directory could not be written safely."""
+
+
+class DriftError(TritonstackError):
+    """The output directory differs from what the spec renders to."""
+
+    def __init__(self, diff: str) -> None:
+        self.diff = diff
+        super().__init__("the output directory has drifted from the spec")
+
+
+class RuntimeSetupError(TritonstackError):
+    """A runtime part (tritonserver, router, exporter) cannot start."""
