@@ -1,0 +1,36 @@
+"""spec → plan → render → validate, as one call the commands share.
+
+Writing stays outside: ``render`` writes the result, ``check`` compares it, ``validate`` does
+neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.render import RenderOptions, render
+from generator.render.reference import as_reference_engine
+from generator.spec import Stack, load_spec
+from generator.validate import validate_repositories
+from generator.write import with_manifest
+
+__all__ = ["Built", "build"]
+
+
+@dataclass(frozen=True)
+class Built:
+    stack: Stack
+    files: dict[str, bytes]  # including manifest.json
+    notes: list[str] = field(default_factory=list)
+
+
+def build(spec_path: Path, out_dir: Path, *, reference_engine: bool = False) -> Built:
+    stack = load_spec(spec_path)
+    spec_dir = spec_path.parent
+    notes: list[str] = []
+    if reference_engine:
+        stack, notes = as_reference_engine(stack, spec_dir)
+    files = render(stack, RenderOptions(spec_dir=spec_dir, out_dir=out_dir))
+    validate_repositories(files, stack)
+    return Built(stack=stack, files=with_manifest(files, stack.name), notes=notes)

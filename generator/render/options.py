@@ -1,0 +1,21 @@
+"""Options every renderer receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RenderOptions"]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Where the spec lives and where the output goes.
+
+    Relative paths in the spec are relative to the spec file; they are written relative to each
+    model's directory, so the output moves with its checkout (our python models resolve them against
+    their own directory).
+    """
+
+    spec_dir: Path
+    out_dir: Path
