@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from generator.errors import SpecError
 from generator.exporter.settings import ExporterSettings
@@ -56,12 +56,13 @@ class Target(Closed):
     def release(self) -> TritonRelease:
         return RELEASES[self.triton]
 
-    @model_validator(mode="after")
-    def _known_release(self) -> Target:
-        if self.triton not in RELEASES:
+    @field_validator("triton")
+    @classmethod
+    def _known_release(cls, value: str) -> str:
+        if value not in RELEASES:
             known = ", ".join(sorted(RELEASES))
-            raise ValueError(f"triton: release {self.triton!r} is not supported; use one of {known}")
-        return self
+            raise ValueError(f"release {value!r} is not supported; use one of {known}")
+        return value
 
 
 class ReferenceEngine(Closed):
@@ -169,6 +170,16 @@ class Pool(Closed):
         default=None,
         description="For a prefill pool, its decode pool (and the reverse); may be left out when there is one pair",
     )
+    gpu_ids: dict[ModelName, list[Annotated[int, Field(ge=0)]]] | None = Field(
+        default=None,
+        description="Per model, the GPUs this pool's replicas use, overriding the model's gpu_ids "
+        "(e.g. prefill on GPUs 2-3, decode on 4-5)",
+    )
+
+    def gpus_of(self, model: Model) -> list[int] | None:
+        if self.gpu_ids is not None and model.name in self.gpu_ids:
+            return self.gpu_ids[model.name]
+        return model.gpu_ids
 
 
 class Stack(Closed):
@@ -228,6 +239,17 @@ def _cross_checks(stack: Stack) -> list[Problem]:
                 served[name].append(pool.name)
             seen.add(name)
         problems += _partner_problems(stack, i, pool, pool_names)
+        for name, gpus in (pool.gpu_ids or {}).items():
+            if name not in pool.models:
+                problems.append((("pools", i, "gpu_ids", name), f"model {name!r} is not in this pool's models"))
+            elif name in model_names and len(gpus) != stack.model(name).world_size:
+                problems.append(
+                    (
+                        ("pools", i, "gpu_ids", name),
+                        f"lists {len(gpus)} GPU(s) but {name} needs tensor_parallel × pipeline_parallel = "
+                        f"{stack.model(name).world_size}",
+                    )
+                )
     for i, model in enumerate(stack.models):
         if not served[model.name]:
             problems.append(

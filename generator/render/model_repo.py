@@ -15,7 +15,7 @@ from generator.naming import TritonNames, triton_names
 from generator.render import tensors as T
 from generator.render.jinja import TEMPLATES_ROOT, render_template
 from generator.render.options import RenderOptions
-from generator.spec import Model, Pool, ReferenceEngine, Stack
+from generator.spec import Model, Pool, Stack
 
 __all__ = ["RenderOptions", "render_model_repos"]
 
@@ -102,18 +102,19 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
             "backend": "python" if engine is not None else "tensorrtllm",
             "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
             "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
-            "parameters": _llm_parameters(model, engine, tokenizer, options, repo),
+            "parameters": _llm_parameters(model, pool.gpus_of(model), tokenizer, options, repo),
         },
         ["reference_engine"] if engine is not None else [],
     )
-    steps = T.ensemble_steps(era, decode=pool.role == "decode", prefill=pool.role == "prefill")
+    roles = {"decode": pool.role == "decode", "streaming": model.streaming}
+    steps = T.ensemble_steps(era, prefill=pool.role == "prefill", **roles)
     add_model(
         names.ensemble,
         "ensemble",
         {
             **common,
             "name": names.ensemble,
-            "inputs": T.ensemble_inputs(era, decode=pool.role == "decode"),
+            "inputs": T.ensemble_inputs(era, **roles),
             "outputs": T.ensemble_outputs(era, prefill=pool.role == "prefill"),
             "steps": [_named_step(step, names) for step in steps],
         },
@@ -126,7 +127,7 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
             {
                 **common,
                 "name": names.bls,
-                "inputs": T.ensemble_inputs(era, decode=pool.role == "decode"),
+                "inputs": T.ensemble_inputs(era, **roles),
                 "outputs": T.bls_outputs(era),
                 "instance_count": model.instances.bls,
                 "parameters": [
@@ -156,7 +157,7 @@ def _named_step(step: T.EnsembleStep, names: TritonNames) -> dict[str, object]:
 
 def _llm_parameters(
     model: Model,
-    engine: ReferenceEngine | None,
+    gpu_ids: list[int] | None,
     tokenizer: str,
     options: RenderOptions,
     repo: PurePosixPath,
@@ -164,7 +165,7 @@ def _llm_parameters(
     """Every key is written with an explicit value: no backend default decides silently
     (``enable_kv_cache_reuse`` flipped to true in 0.19, ``kv_cache_free_gpu_mem_fraction`` is 0.9 of
     whatever is free when this model happens to load)."""
-    kv = model.kv_cache
+    kv, engine = model.kv_cache, model.reference_engine
     params: list[tuple[str, str]] = [
         ("max_beam_width", "1"),
         ("FORCE_CPU_ONLY_INPUT_TENSORS", "no"),
@@ -186,8 +187,8 @@ def _llm_parameters(
         ("stats_check_period_ms", "100"),
         ("normalize_log_probs", "true"),
     ]
-    if model.gpu_ids is not None:
-        params.append(("gpu_device_ids", ",".join(str(g) for g in model.gpu_ids)))
+    if gpu_ids is not None:
+        params.append(("gpu_device_ids", ",".join(str(g) for g in gpu_ids)))
     params += [
         ("tokenizer_dir", tokenizer),
         ("max_input_len", str(model.max_input_len)),

@@ -182,8 +182,11 @@ POSTPROCESSING_INPUTS = [
 POSTPROCESSING_OUTPUTS = [_req("OUTPUT", "TYPE_STRING", -1)]
 
 
-def ensemble_inputs(era: Era, *, decode: bool = False) -> list[Tensor]:
-    """Client-facing inputs of the ensemble and BLS (no reshape: each is sent as [1])."""
+def ensemble_inputs(era: Era, *, streaming: bool = True, decode: bool = False) -> list[Tensor]:
+    """Client-facing inputs of the ensemble and BLS (no reshape: each is sent as [1]).
+
+    A model served without streaming has no ``stream`` input, so asking it to stream is refused by
+    Triton up front instead of failing inside the backend."""
     n = _names(era)
     tensors = [
         _req("text_input", "TYPE_STRING", 1),
@@ -217,7 +220,7 @@ def ensemble_inputs(era: Era, *, decode: bool = False) -> list[Tensor]:
         ]
     tensors += [
         _opt("beam_width", "TYPE_INT32", 1),
-        _opt("stream", "TYPE_BOOL", 1),
+        *([_opt("stream", "TYPE_BOOL", 1)] if streaming else []),
         _opt("embedding_bias_words", "TYPE_STRING", -1),
         _opt("embedding_bias_weights", "TYPE_FP32", -1),
     ]
@@ -260,7 +263,9 @@ class EnsembleStep:
     output_map: tuple[tuple[str, str], ...]  # (model output, ensemble tensor)
 
 
-def ensemble_steps(era: Era, *, decode: bool = False, prefill: bool = False) -> list[EnsembleStep]:
+def ensemble_steps(
+    era: Era, *, streaming: bool = True, decode: bool = False, prefill: bool = False
+) -> list[EnsembleStep]:
     """preprocessing → tensorrt_llm (or a context/generation copy) → postprocessing."""
     n = _names(era)
     pre = EnsembleStep(
@@ -322,7 +327,7 @@ def ensemble_steps(era: Era, *, decode: bool = False, prefill: bool = False) -> 
     llm_inputs += [
         ("num_return_sequences", "num_return_sequences"),
         ("beam_width", "beam_width"),
-        ("streaming", "stream"),
+        *([("streaming", "stream")] if streaming else []),
         ("stop_words_list", "_STOP_WORDS_IDS"),
         ("bad_words_list", "_BAD_WORDS_IDS"),
     ]
@@ -340,7 +345,11 @@ def ensemble_steps(era: Era, *, decode: bool = False, prefill: bool = False) -> 
     llm = EnsembleStep("llm", tuple(llm_inputs), tuple(llm_outputs))
     post = EnsembleStep(
         "postprocessing",
-        input_map=(("TOKENS_BATCH", tokens), ("SEQUENCE_LENGTH", "_SEQUENCE_LENGTH"), ("STREAM", "stream")),
+        input_map=(
+            ("TOKENS_BATCH", tokens),
+            ("SEQUENCE_LENGTH", "_SEQUENCE_LENGTH"),
+            *([("STREAM", "stream")] if streaming else []),
+        ),
         output_map=(("OUTPUT", "text_output"),),
     )
     return [pre, llm, post]

@@ -1,0 +1,7 @@
+"""The exporter: Triton metrics and process memory → Prometheus, collected at scrape time.
+
+Data flow: ``config`` (exporter.yaml) → ``collector`` (fetches targets in parallel; ``triton_metrics``
+parses them, ``processes`` and ``gpu_memory`` read memory) → ``server`` (WSGI /metrics with the
+scrape-timeout budget) → ``command`` (``tritonstack exporter``). ``catalogue`` lists every series.
+``settings`` is the spec's ``exporter:`` section and is imported by generator.spec.
+"""
