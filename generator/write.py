@@ -26,6 +26,9 @@ __all__ = ["MANIFEST", "with_manifest", "write_output", "diff_output", "check_ou
 
 MANIFEST = "manifest.json"
 _TMP_PREFIX = ".tritonstack-tmp-"
+# Python writes bytecode next to the models it imports when a server runs from the output; that is
+# neither drift nor a file of the user's.
+_IGNORED_DIR = "__pycache__"
 _OLD_PREFIX = ".tritonstack-old-"
 
 
@@ -134,6 +137,8 @@ def _read_tree(root: Path) -> dict[str, bytes]:
         raise WriteError(f"{root} exists and is not a directory; choose another --out")
     tree: dict[str, bytes] = {}
     for path in sorted(root.rglob("*")):
+        if _IGNORED_DIR in path.relative_to(root).parts:
+            continue
         if path.is_file() or path.is_symlink():
             tree[path.relative_to(root).as_posix()] = path.read_bytes() if path.is_file() else b""
     return tree

@@ -51,7 +51,7 @@ def start_stack(spec: Path, out_dir: Path) -> Launcher:
     """Render ``spec`` with the reference engine into ``out_dir`` and start its servers."""
     built = build(spec, out_dir, reference_engine=True)
     write_output(built.files, out_dir)
-    launcher = Launcher(built.stack, out_dir, find_tritonserver(), out_dir / "logs", LaunchSettings())
+    launcher = Launcher(built.stack, out_dir, find_tritonserver(), out_dir.with_name("logs"), LaunchSettings())
     try:
         launcher.start()
         launcher.wait_ready()

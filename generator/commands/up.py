@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from generator.commands.common import add_out_argument, add_reference_engine_argument, add_spec_argument
 from generator.errors import RuntimeSetupError
@@ -31,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--ready-timeout", type=float, default=180.0, metavar="SECONDS", help="give up waiting after this long"
     )
     parser.add_argument("--force", action="store_true", help="replace DIR even if tritonstack did not write it")
+    parser.add_argument(
+        "--log-dir", type=Path, default=None, metavar="LOGS", help="server logs (default: DIR.logs/ beside DIR)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
             "backend; add --reference-engine to run the stack on CPU"
         )
     settings = LaunchSettings(host=args.host, ready_timeout_s=args.ready_timeout)
-    launcher = Launcher(built.stack, args.out, install, args.out / "logs", settings)
+    log_dir = args.log_dir or args.out.with_name(args.out.name + ".logs")
+    launcher = Launcher(built.stack, args.out, install, log_dir, settings)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         launcher.start()
         total = len(launcher.replicas)
-        print(f"starting {total} tritonserver(s) ({install.source}); logs in {args.out / 'logs'}/", file=sys.stderr)
+        print(f"starting {total} tritonserver(s) ({install.source}); logs in {log_dir}/", file=sys.stderr)
         launcher.wait_ready(lambda r: _progress(r, launcher))
         _print_endpoints(launcher)
         print("\nready. Ctrl-C stops everything.", flush=True)

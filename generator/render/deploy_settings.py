@@ -152,8 +152,9 @@ class StorageSettings(Closed):
     def _sync_needs_source(self) -> StorageSettings:
         if (self.kind == "sync") != (self.sync is not None):
             raise ValueError("storage.kind: sync and storage.sync: {source: ...} go together; set both or neither")
-        if self.artifacts_mount_path.rstrip("/") in ("", "/models"):
-            raise ValueError("artifacts_mount_path must not be / or /models (the model repository)")
+        mount = self.artifacts_mount_path.rstrip("/")
+        if mount == "" or mount == "/models" or mount.startswith("/models/"):
+            raise ValueError("artifacts_mount_path must not be /, /models or under it (the model repository mount)")
         return self
 
 
@@ -250,7 +251,8 @@ class DeploySettings(Closed):
         default=1800, description="How long a Triton pod may take to load its engines before it is restarted"
     )
     api_keys_secret: ObjectName = Field(
-        default="tritonstack-api-keys", description="Secret (key 'api-keys', one key per line) the router reads"
+        default="tritonstack-api-keys",
+        description="Secret (key 'api-keys') given to the router as router.api_keys_env and/or router.api_keys_file",
     )
     restricted_api_header: str = Field(
         default="triton-admin-key",

@@ -53,11 +53,15 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
             for path in sorted((MODEL_REPO_TEMPLATES / source).glob("*.py")):
                 files[str(version_dir / path.name)] = path.read_bytes()
 
+    # A prefill pool answers each request once (the first token and context_phase_params), so its
+    # models are never streamed: Triton also refuses an ensemble whose outputs mix a decoupled step's
+    # tensors with those of the steps after it.
+    streaming = model.streaming and pool.role != "prefill"
     common = {
         "max_batch_size": model.max_batch_size,
         "max_queue_delay_microseconds": model.max_queue_delay_microseconds,
         "max_queue_size": model.max_queue_size,
-        "decoupled": _bool(model.streaming),
+        "decoupled": _bool(streaming),
     }
     add_model(
         names.preprocessing,
@@ -106,7 +110,7 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
         },
         ["reference_engine"] if engine is not None else [],
     )
-    roles = {"decode": pool.role == "decode", "streaming": model.streaming}
+    roles = {"decode": pool.role == "decode", "streaming": streaming}
     steps = T.ensemble_steps(era, prefill=pool.role == "prefill", **roles)
     add_model(
         names.ensemble,

@@ -171,12 +171,19 @@ PREPROCESSING_OUTPUTS = [
     _req("OUT_END_ID", "TYPE_INT32", 1),
     _req("OUT_PAD_ID", "TYPE_INT32", 1),
     _req("OUT_PROMPT_TABLE_EXTRA_IDS", "TYPE_UINT64", -1),
+    _req("OUT_RETURN_PERF_METRICS", "TYPE_BOOL", 1),  # ours: always true, see POSTPROCESSING_INPUTS
 ]
 
+# Streaming through an ensemble hands postprocessing one chunk of tokens per request, and decoding
+# chunks alone loses spaces and splits multibyte characters. Postprocessing therefore keeps a
+# detokenizer per stream, keyed by the request's arrival time from the tensorrt_llm step (requested
+# for every request by the preprocessing output OUT_RETURN_PERF_METRICS). The key has to come from
+# the decoupled step itself: Triton refuses an ensemble step that mixes tensors of a decoupled model
+# with ensemble inputs ("receives inputs originated from different decoupled models").
 POSTPROCESSING_INPUTS = [
     _req("TOKENS_BATCH", "TYPE_INT32", -1, -1),
     _req("SEQUENCE_LENGTH", "TYPE_INT32", -1),
-    _opt("STREAM", "TYPE_BOOL", 1),  # ours: keep per-stream detokenizer state
+    _opt("ARRIVAL_TIME_NS", "TYPE_INT64", 1),  # ours: names the stream a chunk belongs to
 ]
 
 POSTPROCESSING_OUTPUTS = [_req("OUTPUT", "TYPE_STRING", -1)]
@@ -211,7 +218,6 @@ def ensemble_inputs(era: Era, *, streaming: bool = True, decode: bool = False) -
         _opt("return_log_probs", "TYPE_BOOL", 1),
         _opt("return_context_logits", "TYPE_BOOL", 1),
         _opt("return_generation_logits", "TYPE_BOOL", 1),
-        _opt("return_perf_metrics", "TYPE_BOOL", 1),
     ]
     if era == "1.x":
         tensors += [
@@ -293,6 +299,7 @@ def ensemble_steps(
             ("EMBEDDING_BIAS", "_EMBEDDING_BIAS"),
             ("OUT_END_ID", "_PREPROCESSOR_END_ID"),
             ("OUT_PAD_ID", "_PREPROCESSOR_PAD_ID"),
+            ("OUT_RETURN_PERF_METRICS", "_RETURN_PERF_METRICS"),
         ),
     )
     llm_inputs = [
@@ -317,7 +324,7 @@ def ensemble_steps(
         ("return_log_probs", "return_log_probs"),
         ("return_context_logits", "return_context_logits"),
         ("return_generation_logits", "return_generation_logits"),
-        ("return_perf_metrics", "return_perf_metrics"),
+        ("return_perf_metrics", "_RETURN_PERF_METRICS"),
     ]
     if era == "1.x":
         llm_inputs += [
@@ -348,7 +355,7 @@ def ensemble_steps(
         input_map=(
             ("TOKENS_BATCH", tokens),
             ("SEQUENCE_LENGTH", "_SEQUENCE_LENGTH"),
-            *([("STREAM", "stream")] if streaming else []),
+            ("ARRIVAL_TIME_NS", "arrival_time_ns"),
         ),
         output_map=(("OUTPUT", "text_output"),),
     )

@@ -81,12 +81,17 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 12) -> str:
+    """The end of a server log, led by its error lines (Triton prints the reason for a failed
+    start before a long shutdown sequence)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    all_lines = text.splitlines()
+    errors = [line for line in all_lines if line.startswith("E") or "error" in line.lower()][-6:]
+    last = [line for line in all_lines[-lines:] if line not in errors]
+    return "\n".join(errors + (["..."] if errors and last else []) + last)
 
 
 @dataclass

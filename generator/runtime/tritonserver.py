@@ -83,6 +83,7 @@ def _from_pytriton_wheel(cache_dir: Path | None) -> TritonInstall | None:
     backend_dir = _assemble_backend_dir(server_root, stub, cache_dir)
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     env = dict(os.environ)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # keep the rendered repository exactly as rendered
     lib_path = [sysconfig.get_config_var("LIBDIR") or "", str(libs), env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in lib_path if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

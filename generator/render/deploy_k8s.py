@@ -1,0 +1,376 @@
+"""Kubernetes manifests: a kustomize base, one overlay per GPU kind, and example Argo CD Applications.
+
+Output (relative to the output dir)::
+
+    deploy/k8s/base/{kustomization,namespace,storage,pool-<pool>,router,exporter}.yaml
+    deploy/k8s/overlays/<gpu kind>/{kustomization,patch-<workload>}.yaml
+    deploy/k8s/argocd/<gpu kind>.yaml          (when deploy.gitops.repo_url is set)
+
+Names the rest of the stack relies on: each pool's headless Service ``<pool>-headless`` (the
+router's and exporter's DNS discovery), Triton ports from ``deploy.triton_ports``, and the router
+and exporter as ``router`` / ``exporter``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from generator.render.deploy_pods import ApiKeysRef, PodParts, lws_pods, tool_pod, triton_pod
+from generator.render.deploy_render import K8S_TEMPLATES, render_yaml
+from generator.render.deploy_topology import (
+    CONFIG_MOUNT,
+    EXPORTER_CONFIG_FILE,
+    EXPORTER_NAME,
+    ROUTER_CONFIG_FILE,
+    ROUTER_NAME,
+    PoolTopology,
+    Topology,
+    headless_service,
+)
+from generator.render.deploy_settings import GpuKind
+from generator.spec import Stack
+
+__all__ = ["K8S_ROOT", "Workload", "render_kubernetes", "gpu_kinds", "config_map_name"]
+
+K8S_ROOT = "deploy/k8s"
+ROUTER_HEALTH_PATH = "/health"  # live
+ROUTER_READY_PATH = "/ready"  # every model has a ready replica in each pool it needs
+EXPORTER_HEALTH_PATH = "/-/healthy"
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A rendered workload an overlay patches: its kind, name and pod parts, and where the pod spec sits."""
+
+    kind: str
+    name: str
+    group_version: tuple[str, str]
+    pods: tuple[tuple[str, PodParts], ...]  # (JSON pointer of the pod spec, parts)
+
+
+def gpu_kinds(stack: Stack) -> list[GpuKind]:
+    """The overlays to render: the spec's list, or one named after target.gpu (else 'default')."""
+    if stack.deploy.gpu_kinds:
+        return list(stack.deploy.gpu_kinds)
+    return [GpuKind(name=stack.target.gpu or "default")]
+
+
+def config_map_name(component: str, content: bytes) -> str:
+    return f"{component}-config-{hashlib.sha256(content).hexdigest()[:10]}"
+
+
+def render_kubernetes(topo: Topology, routes: bytes, exporter_config: bytes, header: str) -> dict[str, bytes]:
+    stack = topo.stack
+    base = f"{K8S_ROOT}/base"
+    files: dict[str, bytes] = {}
+    resources: list[str] = ["namespace.yaml"]
+    common = topo.common_labels()
+    files[f"{base}/namespace.yaml"] = render_yaml(
+        K8S_TEMPLATES, "namespace.yaml.jinja", {"header": header, "namespace": topo.namespace, "labels": common}
+    )
+    claims = _claims(stack)
+    if claims:
+        resources.append("storage.yaml")
+        files[f"{base}/storage.yaml"] = render_yaml(
+            K8S_TEMPLATES,
+            "storage.yaml.jinja",
+            {"header": header, "namespace": topo.namespace, "labels": common, "claims": claims},
+        )
+    workloads: list[Workload] = []
+    for pool in topo.pools:
+        text, workload = _pool(topo, pool, header)
+        files[f"{base}/pool-{pool.name}.yaml"] = text
+        resources.append(f"pool-{pool.name}.yaml")
+        workloads.append(workload)
+    for component, text, workload in (_router(topo, routes, header), _exporter(topo, exporter_config, header)):
+        files[f"{base}/{component}.yaml"] = text
+        resources.append(f"{component}.yaml")
+        workloads.append(workload)
+    files[f"{base}/kustomization.yaml"] = render_yaml(
+        K8S_TEMPLATES,
+        "kustomization.yaml.jinja",
+        {"header": header, "namespace": topo.namespace, "resources": resources},
+    )
+    for kind in gpu_kinds(stack):
+        files.update(_overlay(topo, kind, workloads, header))
+        if stack.deploy.gitops.repo_url is not None:
+            files[f"{K8S_ROOT}/argocd/{kind.name}.yaml"] = _application(topo, kind, header)
+    return files
+
+
+def _claims(stack: Stack) -> list[Json]:
+    storage = stack.deploy.storage
+    if storage.kind != "pvc" or not storage.create_claims:
+        return []
+    return [
+        {"name": name, "size": size, "access_mode": storage.access_mode, "storage_class": storage.storage_class}
+        for name, size in ((storage.models_claim, storage.models_size), (storage.artifacts_claim, storage.artifacts_size))
+    ]
+
+
+def _component_labels(topo: Topology, component: str, pool: str | None = None, extra: Json | None = None) -> Json:
+    return {**topo.common_labels(), **topo.selector_labels(component, pool), **(extra or {})}
+
+
+def _pool(topo: Topology, pool: PoolTopology, header: str) -> tuple[bytes, Workload]:
+    stack = topo.stack
+    selector = topo.pool_selector(pool)
+    role = {"tritonstack.io/role": pool.pool.role}
+    labels = _component_labels(topo, "tritonserver", pool.name, role)
+    serving = {"tritonstack.io/serving": "true"}
+    context: Json = {
+        "header": header,
+        "name": pool.name,
+        "namespace": topo.namespace,
+        "labels": labels,
+        "replicas": pool.pool.replicas,
+        "nodes": pool.nodes,
+        "headless": headless_service(pool.name),
+        "selector": selector,
+        "serving_selector": {**selector, **serving},
+        "service_labels": labels,
+        "service_match": selector,
+        "monitor_labels": {**labels, **stack.deploy.prometheus.service_monitor_labels},
+        "service_ports": _service_ports(stack),
+        "ingress": _pool_ingress(topo, pool),
+        "extra_peers_note": _peers_note(topo, pool),
+        "scrape_interval": stack.deploy.prometheus.scrape_interval,
+    }
+    if pool.multi_node:
+        leader, worker = lws_pods(topo, pool, pool.name)
+        context.update(
+            workload_kind="LeaderWorkerSet",
+            leader_pod_labels={**labels, **serving},
+            worker_pod_labels=labels,
+            leader_pod=leader.spec,
+            worker_pod=worker.spec,
+        )
+        lws = "/spec/leaderWorkerTemplate"
+        pods = ((f"{lws}/leaderTemplate/spec", leader), (f"{lws}/workerTemplate/spec", worker))
+        workload = Workload("LeaderWorkerSet", pool.name, ("leaderworkerset.x-k8s.io", "v1"), pods)
+    else:
+        parts = triton_pod(topo, pool)
+        kind = stack.deploy.pool_workload
+        context.update(workload_kind=kind, pod_labels={**labels, **serving}, pod=parts.spec)
+        workload = Workload(kind, pool.name, ("apps", "v1"), (("/spec/template/spec", parts),))
+    return render_yaml(K8S_TEMPLATES, "pool.yaml.jinja", context), workload
+
+
+def _service_ports(stack: Stack) -> list[Json]:
+    ports = stack.deploy.triton_ports
+    return [
+        {"name": name, "port": number, "targetPort": name, "protocol": "TCP"}
+        for name, number in (("http", ports.http), ("grpc", ports.grpc), ("metrics", ports.metrics))
+    ]
+
+
+def _prometheus_peer(topo: Topology) -> Json:
+    prometheus = topo.stack.deploy.prometheus
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prometheus.namespace}},
+        "podSelector": {"matchLabels": dict(prometheus.pod_labels)},
+    }
+
+
+def _pool_ingress(topo: Topology, pool: PoolTopology) -> list[Json]:
+    ports = topo.stack.deploy.triton_ports
+    all_ports = [{"protocol": "TCP", "port": p} for p in (ports.http, ports.grpc, ports.metrics)]
+    rules: list[Json] = [
+        {
+            "from": [
+                {"podSelector": {"matchLabels": topo.selector_labels(ROUTER_NAME)}},
+                {"podSelector": {"matchLabels": topo.selector_labels(EXPORTER_NAME)}},
+            ],
+            "ports": all_ports,
+        },
+        {"from": [_prometheus_peer(topo)], "ports": [{"protocol": "TCP", "port": ports.metrics}]},
+    ]
+    peers = []
+    partner = topo.stack.partner_of(pool.pool)
+    if partner is not None:
+        # KV cache moves engine to engine between the prefill and decode pools (UCX/NIXL choose their
+        # own ports), so the partner pool may reach any port.
+        peers.append({"podSelector": {"matchLabels": topo.selector_labels("tritonserver", partner.name)}})
+    if pool.multi_node:
+        # MPI (ssh) and NCCL between the leader and workers of a replica.
+        peers.append({"podSelector": {"matchLabels": topo.pool_selector(pool)}})
+    if peers:
+        rules.append({"from": peers})
+    return rules
+
+
+def _peers_note(topo: Topology, pool: PoolTopology) -> str:
+    notes = []
+    partner = topo.stack.partner_of(pool.pool)
+    if partner is not None:
+        notes.append(f"; the {partner.role} pool {partner.name} reaches every port (KV cache transfer)")
+    if pool.multi_node:
+        notes.append("; pods of one replica reach each other (MPI, NCCL)")
+    return "".join(notes)
+
+
+def _tool(
+    topo: Topology,
+    component: str,
+    config_file: str,
+    content: bytes,
+    args: list[str],
+    port: int,
+    replicas: int,
+    probes: tuple[str, str],
+    api_keys: ApiKeysRef | None,
+    with_artifacts: bool,
+    ingress: list[Json],
+    header: str,
+) -> tuple[str, bytes, Workload]:
+    stack = topo.stack
+    config_map = config_map_name(component, content)
+    parts = tool_pod(topo, component, args, port, config_map, probes, api_keys, with_artifacts)
+    labels = _component_labels(topo, component)
+    selector = topo.selector_labels(component)
+    autoscaling = stack.deploy.router.autoscaling if component == ROUTER_NAME else None
+    context = {
+        "header": header,
+        "name": component,
+        "namespace": topo.namespace,
+        "labels": labels,
+        "config_map": config_map,
+        "config_data": {config_file: content.decode("utf-8")},
+        "sync_wave": "-1",
+        "replicas": replicas,
+        "autoscaling": autoscaling,
+        "selector": selector,
+        "pod_labels": labels,
+        "pod": parts.spec,
+        "service_labels": labels,
+        "service_match": selector,
+        "service_type": stack.deploy.router.service_type if component == ROUTER_NAME else "ClusterIP",
+        "port": port,
+        "pdb": replicas > 1 or autoscaling is not None,
+        "ingress": ingress,
+        "monitor_labels": {**labels, **stack.deploy.prometheus.service_monitor_labels},
+        "scrape_interval": stack.deploy.prometheus.scrape_interval,
+    }
+    workload = Workload("Deployment", component, ("apps", "v1"), (("/spec/template/spec", parts),))
+    return component, render_yaml(K8S_TEMPLATES, "tool.yaml.jinja", context), workload
+
+
+def router_args(stack: Stack) -> list[str]:
+    return [
+        "router",
+        "--config",
+        f"{CONFIG_MOUNT}/{ROUTER_CONFIG_FILE}",
+        # routes.yaml keeps the spec's bind (loopback by default); in a pod the router must listen
+        # on the pod address, which the NetworkPolicy and the Service guard.
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(stack.router.port),
+    ]
+
+
+def exporter_args(stack: Stack) -> list[str]:
+    return [
+        "exporter",
+        "--config",
+        f"{CONFIG_MOUNT}/{EXPORTER_CONFIG_FILE}",
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        str(stack.exporter.port),
+    ]
+
+
+def router_api_keys(stack: Stack) -> ApiKeysRef | None:
+    """The router reads keys from where its settings say (api_keys_env / api_keys_file); without
+    either it runs open, and no Secret is referenced."""
+    router = stack.router
+    if router.api_keys_env is None and router.api_keys_file is None:
+        return None
+    return ApiKeysRef(stack.deploy.api_keys_secret, router.api_keys_env, router.api_keys_file)
+
+
+def _router(topo: Topology, routes: bytes, header: str) -> tuple[str, bytes, Workload]:
+    stack = topo.stack
+    port = stack.router.port
+    # The router is the front door: any client may reach its port (API keys guard it).
+    ingress = [{"ports": [{"protocol": "TCP", "port": port}]}]
+    return _tool(
+        topo, ROUTER_NAME, ROUTER_CONFIG_FILE, routes, router_args(stack), port, stack.deploy.router.replicas,
+        (ROUTER_READY_PATH, ROUTER_HEALTH_PATH), router_api_keys(stack), True, ingress, header,
+    )  # fmt: skip
+
+
+def _exporter(topo: Topology, config: bytes, header: str) -> tuple[str, bytes, Workload]:
+    stack = topo.stack
+    port = stack.exporter.port
+    ingress = [{"from": [_prometheus_peer(topo)], "ports": [{"protocol": "TCP", "port": port}]}]
+    return _tool(
+        topo, EXPORTER_NAME, EXPORTER_CONFIG_FILE, config, exporter_args(stack), port, 1, (EXPORTER_HEALTH_PATH, EXPORTER_HEALTH_PATH), None, False,
+        ingress, header,
+    )  # fmt: skip
+
+
+def _overlay(topo: Topology, kind: GpuKind, workloads: list[Workload], header: str) -> dict[str, bytes]:
+    root = f"{K8S_ROOT}/overlays/{kind.name}"
+    files: dict[str, bytes] = {}
+    patches = []
+    for workload in workloads:
+        operations = _patch_operations(topo, kind, workload)
+        if not operations:
+            continue
+        filename = f"patch-{workload.kind.lower()}-{workload.name}.yaml"
+        files[f"{root}/{filename}"] = render_yaml(
+            K8S_TEMPLATES, "patch.yaml.jinja", {"header": header, "operations": operations}
+        )
+        group, version = workload.group_version
+        patches.append({"path": filename, "target": {"group": group, "version": version, "kind": workload.kind, "name": workload.name}})
+    files[f"{root}/kustomization.yaml"] = render_yaml(
+        K8S_TEMPLATES, "overlay.yaml.jinja", {"header": header, "gpu": kind.name, "patches": patches}
+    )
+    return files
+
+
+def _patch_operations(topo: Topology, kind: GpuKind, workload: Workload) -> list[Json]:
+    """JSON patches (RFC 6902) by index: strategic merge does not reach into CRDs such as LeaderWorkerSet."""
+    storage = topo.stack.deploy.storage
+    operations: list[Json] = []
+    for pointer, parts in workload.pods:
+        if parts.uses_gpus:
+            selector = dict(kind.node_selector)
+            if kind.node_product is not None:
+                selector["nvidia.com/gpu.product"] = kind.node_product
+            if selector:
+                operations.append({"op": "add", "path": f"{pointer}/nodeSelector", "value": selector})
+        if storage.kind == "sync":
+            if parts.sync_container is not None:
+                path = f"{pointer}/initContainers/{parts.sync_container}/env/0/value"
+                operations.append({"op": "replace", "path": path, "value": kind.name})
+        else:
+            for key, container, mount in parts.artifacts_mounts:
+                path = f"{pointer}/{key}/{container}/volumeMounts/{mount}/subPath"
+                operations.append({"op": "add", "path": path, "value": kind.name})
+    return operations
+
+
+def _application(topo: Topology, kind: GpuKind, header: str) -> bytes:
+    gitops = topo.stack.deploy.gitops
+    return render_yaml(
+        K8S_TEMPLATES,
+        "argocd-application.yaml.jinja",
+        {
+            "header": header,
+            "gpu": kind.name,
+            "name": f"{topo.stack.name}-{kind.name}",
+            "argocd_namespace": gitops.argocd_namespace,
+            "labels": topo.common_labels(),
+            "project": gitops.project,
+            "repo_url": gitops.repo_url,
+            "revision": gitops.revision,
+            "path": f"{gitops.path.strip('/')}/{K8S_ROOT}/overlays/{kind.name}".lstrip("/"),
+            "namespace": topo.namespace,
+        },
+    )

@@ -1,0 +1,233 @@
+"""What runs where: the facts both deployment renderings (Kubernetes, compose) are built from.
+
+One place computes, per pool, the Triton model names to load, the GPUs a replica needs, whether a
+replica spans nodes (LeaderWorkerSet), the tritonserver command line, the names and labels of the
+objects; and, for the whole stack, the images and the component names. The manifest templates and
+the consistency tests read these values instead of spelling names again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from generator.naming import triton_names
+from generator.spec import Model, Pool, Stack
+
+__all__ = [
+    "PART_OF",
+    "MODELS_MOUNT",
+    "CONFIG_MOUNT",
+    "ROUTER_NAME",
+    "EXPORTER_NAME",
+    "ROUTER_CONFIG_FILE",
+    "EXPORTER_CONFIG_FILE",
+    "PoolTopology",
+    "Topology",
+    "topology",
+    "headless_service",
+    "headless_dns",
+    "service_dns",
+    "image_with_registry",
+]
+
+PART_OF = "tritonstack"
+MODELS_MOUNT = "/models"
+CONFIG_MOUNT = "/etc/tritonstack"
+ROUTER_NAME = "router"
+EXPORTER_NAME = "exporter"
+ROUTER_CONFIG_FILE = "routes.yaml"
+EXPORTER_CONFIG_FILE = "exporter.yaml"
+# The restricted Triton APIs: only callers presenting the admin header reach them. Health, metadata
+# and inference stay open to the router; the exporter reads /metrics, a separate port.
+RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "logging", "trace", "statistics")
+
+
+def headless_service(pool: str) -> str:
+    """The Service whose DNS name resolves to every replica of a pool (router and exporter discovery)."""
+    return f"{pool}-headless"
+
+
+def headless_dns(pool: str, namespace: str) -> str:
+    return f"{headless_service(pool)}.{namespace}.svc.cluster.local"
+
+
+def service_dns(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+def image_with_registry(image: str, registry: str | None) -> str:
+    """Swap the registry part of an image reference for a mirror (``nvcr.io/nvidia/x`` → ``mirror/nvidia/x``)."""
+    if registry is None:
+        return image
+    first, _, rest = image.partition("/")
+    # The first path segment is a registry only if it looks like a host (Docker's own rule).
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return f"{registry.rstrip('/')}/{rest}"
+    return f"{registry.rstrip('/')}/{image}"
+
+
+@dataclass(frozen=True)
+class PoolTopology:
+    pool: Pool
+    models: tuple[Model, ...]
+    triton_models: tuple[str, ...]  # every Triton model of the pool, in load order
+    llm_models: tuple[tuple[str, int], ...]  # (tensorrt_llm copy, its world size)
+    gpus: int  # GPUs one replica needs in total (0: reference engine only)
+    node_gpu_ids: tuple[int, ...]  # the node GPU ids the spec pins (gpu_ids), () when none are pinned
+    ranks: int  # MPI world size of one replica (1: a plain tritonserver)
+    nodes: int  # pods per replica; > 1 renders a LeaderWorkerSet
+    gpus_per_pod: int
+
+    @property
+    def name(self) -> str:
+        return self.pool.name
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def uses_gpus(self) -> bool:
+        return self.gpus > 0
+
+    @property
+    def renumbered_ids_problem(self) -> str | None:
+        """Pinned ids that a pod (GPUs renumbered 0..n-1) cannot honour."""
+        if self.node_gpu_ids and self.node_gpu_ids != tuple(range(len(self.node_gpu_ids))):
+            return (
+                f"pool {self.name}: gpu_ids {list(self.node_gpu_ids)} are node GPU ids, but a pod sees its "
+                f"{self.gpus} GPU(s) as {list(range(self.gpus))}; leave gpu_ids unset (or start them at 0) for Kubernetes"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class Topology:
+    stack: Stack
+    pools: tuple[PoolTopology, ...]
+    triton_image: str
+    tritonstack_image: str
+    prometheus_image: str
+    grafana_image: str
+
+    @property
+    def namespace(self) -> str:
+        return self.stack.deploy.namespace
+
+    def common_labels(self) -> dict[str, str]:
+        """Labels on every object; also the kustomize ``labels`` set, so they must never change per pool."""
+        return {
+            "app.kubernetes.io/part-of": PART_OF,
+            "app.kubernetes.io/instance": self.stack.name,
+            "app.kubernetes.io/managed-by": "tritonstack",
+            **self.stack.deploy.labels,
+        }
+
+    def selector_labels(self, component: str, pool: str | None = None) -> dict[str, str]:
+        """The labels a Service, PDB, NetworkPolicy and ServiceMonitor select a component's pods by."""
+        labels = {"app.kubernetes.io/instance": self.stack.name, "app.kubernetes.io/component": component}
+        if pool is not None:
+            labels["tritonstack.io/pool"] = pool
+        return labels
+
+    def pool_selector(self, pool: PoolTopology) -> dict[str, str]:
+        return self.selector_labels("tritonserver", pool.name)
+
+
+def topology(stack: Stack) -> Topology:
+    deploy = stack.deploy
+    triton = deploy.images.triton or stack.target.release.container_image
+    registry = deploy.images.registry
+    return Topology(
+        stack=stack,
+        pools=tuple(_pool_topology(stack, pool) for pool in stack.pools),
+        triton_image=image_with_registry(triton, registry),
+        tritonstack_image=image_with_registry(deploy.images.tritonstack, registry),
+        prometheus_image=image_with_registry(deploy.prometheus_image, registry),
+        grafana_image=image_with_registry(deploy.grafana_image, registry),
+    )
+
+
+def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
+    models = tuple(stack.model(name) for name in pool.models)
+    triton_models: list[str] = []
+    llm_models: list[tuple[str, int]] = []
+    for model in models:
+        names = triton_names(model.name, pool.role)
+        triton_models += names.all()
+        llm_models.append((names.llm, model.world_size))
+    engine_models = [m for m in models if m.engine_dir is not None]
+    # Explicit gpu_ids are node GPU ids (what a single node and compose see); models without them use
+    # GPUs 0..world_size-1, as the tensorrtllm backend does. A Kubernetes pod sees its GPUs
+    # renumbered from 0, so it requests as many GPUs as the pool's models use together.
+    explicit = sorted({g for m in engine_models for g in (pool.gpus_of(m) or [])})
+    implicit = max((m.world_size for m in engine_models if pool.gpus_of(m) is None), default=0)
+    node_gpu_ids = tuple(sorted(set(explicit) | set(range(implicit)))) if explicit else ()
+    gpus = len(node_gpu_ids) if explicit else implicit
+    ranks = max((m.world_size for m in engine_models), default=1)
+    per_node = stack.target.gpus_per_node
+    nodes = max(1, math.ceil(gpus / per_node)) if gpus else 1
+    return PoolTopology(
+        pool=pool,
+        models=models,
+        triton_models=tuple(triton_models),
+        llm_models=tuple(llm_models),
+        gpus=gpus,
+        node_gpu_ids=node_gpu_ids,
+        ranks=ranks,
+        nodes=nodes,
+        gpus_per_pod=math.ceil(gpus / nodes) if gpus else 0,
+    )
+
+
+def tritonserver_args(stack: Stack, pool: PoolTopology, admin_key_ref: str) -> list[str]:
+    """Arguments of the serving tritonserver (rank 0): explicit model control with the pool's models,
+    fixed ports, and the management APIs behind a header whose value comes from ``admin_key_ref``
+    (``$(VAR)`` for Kubernetes, ``${VAR}`` for compose) — the value itself is never rendered."""
+    ports = stack.deploy.triton_ports
+    restricted = f"{','.join(RESTRICTED_APIS)}:{stack.deploy.restricted_api_header}={admin_key_ref}"
+    args = [
+        f"--model-repository={MODELS_MOUNT}",
+        # explicit, not poll: a failed reload keeps the old version, and nothing loads a half-synced
+        # repository (Triton's docs call poll mode unfit for production).
+        "--model-control-mode=explicit",
+        *[f"--load-model={name}" for name in pool.triton_models],
+        f"--http-port={ports.http}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-port={ports.metrics}",
+        "--disable-auto-complete-config",
+        f"--http-restricted-api={restricted}",
+        f"--grpc-restricted-api={restricted}",
+    ]
+    if pool.ranks > 1:
+        args.append("--backend-config=python,shm-region-prefix-name=prefix0_")
+    return args
+
+
+def participant_args(pool: PoolTopology, rank: int) -> list[str]:
+    """Arguments of a non-serving MPI rank: it only hosts its share of the tensorrt_llm models and
+    opens no endpoints (the leader-mode layout of the backend's launch_triton_server.py)."""
+    return [
+        f"--model-repository={MODELS_MOUNT}",
+        "--model-control-mode=explicit",
+        *[f"--load-model={name}" for name, world in pool.llm_models if world > rank],
+        "--disable-auto-complete-config",
+        "--allow-http=false",
+        "--allow-grpc=false",
+        "--allow-metrics=false",
+        f"--backend-config=python,shm-region-prefix-name=prefix{rank}_",
+    ]
+
+
+def server_command(stack: Stack, pool: PoolTopology, admin_key_ref: str, extra_mpi: list[str]) -> list[str]:
+    """The full command of a replica's serving container: ``tritonserver`` alone for one rank, under
+    ``mpirun`` (one tritonserver per rank, MPMD) when the engines are tensor/pipeline parallel —
+    the backend has no world-size setting in config.pbtxt (tensorrtllm_backend issue #398)."""
+    serve = ["tritonserver", *tritonserver_args(stack, pool, admin_key_ref)]
+    if pool.ranks == 1:
+        return serve
+    command = ["mpirun", "--allow-run-as-root", *extra_mpi, "-n", "1", *serve]
+    for rank in range(1, pool.ranks):
+        command += [":", "-n", "1", "tritonserver", *participant_args(pool, rank)]
+    return command
