@@ -15,13 +15,20 @@ from generator.errors import TritonstackError
 
 __all__ = ["main", "build_parser"]
 
-# command name → module; the order is the order of `tritonstack --help`.
-COMMANDS: dict[str, str] = {
-    "validate": "generator.commands.validate",
-    "render": "generator.commands.render",
-    "check": "generator.commands.check",
-    "up": "generator.commands.up",
-    "schema": "generator.commands.schema",
+# command name → (module, one-line help); the order is the order of `tritonstack --help`. Only the
+# module of the command being run is imported, so `--help` and short commands start fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("generator.commands.validate", "check a spec and the model repositories it renders to; writes nothing"),
+    "render": ("generator.commands.render", "render the spec into DIR (model repositories, router, monitoring, deploy)"),
+    "check": ("generator.commands.check", "compare DIR with a fresh render; exit 1 and print a diff on drift"),
+    "up": ("generator.commands.up", "render the stack and run it on this machine; Ctrl-C stops everything"),
+    "plan": ("generator.plan.command", "capacity plan per GPU and model: weights, KV budgets, decode ceiling, $/M"),
+    "lint": ("generator.plan.lint_command", "find problems Triton would only show at load time (id, severity, fix)"),
+    "recipes": ("generator.plan.recipes_command", "write per-model engine build scripts"),
+    "router": ("generator.router.command", "serve the OpenAI-compatible router over the stack's Triton pools"),
+    "exporter": ("generator.exporter.command", "serve Prometheus metrics: tokens/s, KV cache, resident memory"),
+    "bench": ("generator.bench.command", "benchmark OpenAI-compatible stacks side by side (TTFT, tokens/s)"),
+    "schema": ("generator.commands.schema", "print the JSON Schema of stack.yaml (e.g. > stack.schema.json)"),
 }
 
 DESCRIPTION = """\
@@ -32,31 +39,39 @@ typical use:
   tritonstack render stack.yaml --out build/     (add --reference-engine to run any spec on CPU)
   tritonstack check stack.yaml --out build/      (exit 1 and a diff when build/ drifted)
   tritonstack up stack.yaml --reference-engine   (start every pool locally; Ctrl-C stops all)
+  tritonstack plan stack.yaml                    (memory, KV budgets, decode ceilings per GPU)
+  tritonstack bench --endpoint a=http://host:9000 --model m
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of ``command`` (others get their one-line help only)."""
     parser = argparse.ArgumentParser(
         prog="tritonstack", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module_name in COMMANDS.items():
+    for name, (module_name, help_text) in COMMANDS.items():
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
-        command = sub.add_parser(
+        subparser = sub.add_parser(
             name,
-            help=module.HELP,
+            help=help_text,
             description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.configure(command)
-        command.set_defaults(_run=module.run)
+        module.configure(subparser)
+        subparser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(arguments)
     try:
         return int(args._run(args))
     except TritonstackError as exc:

@@ -14,6 +14,7 @@ __all__ = [
     "ValidationFailure",
     "WriteError",
     "DriftError",
+    "PlanError",
     "RuntimeSetupError",
 ]
 
@@ -28,6 +29,14 @@ class SpecError(TritonstackError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class PlanError(TritonstackError):
+    """The stack does not fit its GPUs; each problem says by how much and what to change."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("the stack does not fit:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
 class RenderError(TritonstackError):

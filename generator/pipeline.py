@@ -1,5 +1,8 @@
 """spec → plan → render → validate, as one call the commands share.
 
+The plan refuses a stack that does not fit its GPUs before anything renders, and hands the render
+the KV token budget of each model.
+
 Writing stays outside: ``render`` writes the result, ``check`` compares it, ``validate`` does
 neither.
 """
@@ -9,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from generator.errors import PlanError
+from generator.plan.plan import check_fits, kv_token_budgets
 from generator.render import RenderOptions, render
 from generator.render.reference import as_reference_engine
 from generator.spec import Stack, load_spec
@@ -31,6 +36,10 @@ def build(spec_path: Path, out_dir: Path, *, reference_engine: bool = False) -> 
     notes: list[str] = []
     if reference_engine:
         stack, notes = as_reference_engine(stack, spec_dir)
-    files = render(stack, RenderOptions(spec_dir=spec_dir, out_dir=out_dir))
+    problems = check_fits(stack, base_dir=spec_dir)
+    if problems:
+        raise PlanError(problems)
+    budgets = kv_token_budgets(stack, base_dir=spec_dir)
+    files = render(stack, RenderOptions(spec_dir=spec_dir, out_dir=out_dir, kv_token_budgets=budgets))
     validate_repositories(files, stack)
     return Built(stack=stack, files=with_manifest(files, stack.name), notes=notes)

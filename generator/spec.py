@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from generator.errors import SpecError
 from generator.exporter.settings import ExporterSettings
+from generator.plan.facts import ModelFacts
 from generator.releases import RELEASES, TritonRelease
 from generator.render.deploy_settings import DeploySettings
 from generator.router.settings import RouterSettings
@@ -110,6 +111,16 @@ class Model(Closed):
         default=None,
         description="Hugging Face checkpoint directory (config.json, hf_quant_config.json) for the planner",
     )
+    facts: ModelFacts | None = Field(
+        default=None,
+        description="Architecture numbers for the planner when neither the engine's nor the checkpoint's "
+        "config.json is readable here",
+    )
+    llm_api: bool = Field(
+        default=False,
+        description="Serve through Triton's LLM-API model (model.yaml, no engine) instead of the engine set; "
+        "forced for Triton releases after 26.07",
+    )
     precision: Literal["bf16", "fp16", "fp8", "nvfp4", "mxfp4", "int4_awq"] = "bf16"
     kv_cache_dtype: Literal["auto", "bf16", "fp16", "fp8", "nvfp4"] = "auto"
     tensor_parallel: PositiveInt = 1
@@ -142,7 +153,14 @@ class Model(Closed):
 
     @model_validator(mode="after")
     def _engine_choice(self) -> Model:
-        if (self.engine_dir is None) == (self.reference_engine is None):
+        if self.llm_api:
+            if self.engine_dir is not None:
+                raise ValueError(
+                    "llm_api serves a checkpoint, not an engine: remove engine_dir and set checkpoint_dir"
+                )
+            if self.checkpoint_dir is None and self.reference_engine is None:
+                raise ValueError("llm_api needs checkpoint_dir (the Hugging Face or ModelOpt checkpoint to serve)")
+        elif (self.engine_dir is None) == (self.reference_engine is None):
             raise ValueError(
                 "set exactly one of engine_dir (a TensorRT-LLM engine) or reference_engine (CPU stand-in)"
             )

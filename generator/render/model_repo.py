@@ -14,6 +14,7 @@ from generator.errors import RenderError
 from generator.naming import TritonNames, triton_names
 from generator.render import tensors as T
 from generator.render.jinja import TEMPLATES_ROOT, render_template
+from generator.render.llmapi import render_llmapi_models, uses_llm_api
 from generator.render.options import RenderOptions
 from generator.spec import Model, Pool, Stack
 
@@ -28,7 +29,14 @@ def render_model_repos(stack: Stack, options: RenderOptions) -> dict[str, bytes]
     files: dict[str, bytes] = {}
     for pool in stack.pools:
         for model_name in pool.models:
-            files.update(_render_model_set(stack, pool, stack.model(model_name), options))
+            model = stack.model(model_name)
+            if not uses_llm_api(stack, model):
+                files.update(_render_model_set(stack, pool, model, options))
+    files.update(
+        render_llmapi_models(
+            stack, options.kv_token_budgets, path_for=lambda path: _path_for_node(path, options)
+        )
+    )
     return files
 
 
@@ -106,7 +114,9 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
             "backend": "python" if engine is not None else "tensorrtllm",
             "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
             "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
-            "parameters": _llm_parameters(model, pool.gpus_of(model), tokenizer, options, repo),
+            "parameters": _llm_parameters(
+                model, pool.gpus_of(model), tokenizer, options.kv_token_budgets.get(model.name), options, repo
+            ),
         },
         ["reference_engine"] if engine is not None else [],
     )
@@ -163,6 +173,7 @@ def _llm_parameters(
     model: Model,
     gpu_ids: list[int] | None,
     tokenizer: str,
+    planned_kv_tokens: int | None,
     options: RenderOptions,
     repo: PurePosixPath,
 ) -> list[tuple[str, str]]:
@@ -177,8 +188,9 @@ def _llm_parameters(
     ]
     if model.engine_dir is not None:
         params.append(("gpt_model_path", _path_for_model_dir(model.engine_dir, options, repo)))
-    if kv.max_tokens is not None:
-        params.append(("max_tokens_in_paged_kv_cache", str(kv.max_tokens)))
+    kv_tokens = kv.max_tokens if kv.max_tokens is not None else planned_kv_tokens
+    if kv_tokens is not None:
+        params.append(("max_tokens_in_paged_kv_cache", str(kv_tokens)))
     if kv.free_gpu_mem_fraction is not None:
         params.append(("kv_cache_free_gpu_mem_fraction", _decimal(kv.free_gpu_mem_fraction)))
     params += [
@@ -222,6 +234,14 @@ def _path_for_model_dir(path: str, options: RenderOptions, repo: PurePosixPath) 
     if "\\" in relative:
         raise RenderError(f"path {path!r} cannot be written portably")
     return relative
+
+
+def _path_for_node(path: str, options: RenderOptions) -> str:
+    """Paths inside model.yaml are read by the LLM-API model on the node: absolute ones pass, relative
+    ones are relative to the spec file."""
+    if os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), path))
 
 
 def _bool(value: bool) -> str:

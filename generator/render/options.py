@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["RenderOptions"]
@@ -19,3 +19,6 @@ class RenderOptions:
 
     spec_dir: Path
     out_dir: Path
+    # From the plan: model → max_tokens_in_paged_kv_cache where the spec leaves it unset, so
+    # co-located models fit their GPUs by construction rather than by load order.
+    kv_token_budgets: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,106 @@
+"""The plan as a readable text table (the JSON form is ``StackPlan.to_json``)."""
+
+from __future__ import annotations
+
+from generator.plan.catalogs import GIB
+from generator.plan.plan import StackPlan
+
+__all__ = ["format_plan", "format_table"]
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / GIB:.1f} GiB"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _billions(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e9:.2f}"
+
+
+def format_plan(plan: StackPlan) -> str:
+    where = f"{plan.gpu_name} x {plan.gpus_per_node} per node" if plan.gpu_name else "no target GPU"
+    price = f", ${plan.price_per_gpu_hour:g}/GPU-hour" if plan.price_per_gpu_hour else ""
+    out = [f"Stack {plan.stack}: Triton {plan.triton} (TensorRT-LLM {plan.trtllm}) on {where}{price}", ""]
+    model_rows = []
+    for m in plan.models:
+        decode = "-"
+        if m.decode_tokens_per_s_per_sequence is not None:
+            decode = (
+                f"{_num(m.decode_tokens_per_s_per_sequence)} / {_num(m.decode_tokens_per_s_aggregate)} "
+                f"@{m.decode_batch}"
+            )
+        kv_token = "-" if m.kv_bytes_per_token_per_gpu is None else f"{m.kv_bytes_per_token_per_gpu / 1024:.1f} KiB"
+        budget = _num(m.kv_token_budget) + (" (spec)" if m.kv_budget_from_spec else "")
+        model_rows.append(
+            [
+                m.name,
+                "reference (CPU)" if m.engine.startswith("reference") else m.engine,
+                m.precision or "-",
+                m.kv_cache_dtype or "-",
+                f"{m.tensor_parallel}x{m.pipeline_parallel}",
+                _billions(m.params_total),
+                _billions(m.params_active_per_token),
+                _gib(m.weight_bytes_per_gpu),
+                kv_token,
+                budget,
+                _num(m.max_concurrent_sequences),
+                decode,
+                "-" if m.usd_per_million_output_tokens is None else f"{m.usd_per_million_output_tokens:.3f}",
+            ]
+        )
+    out.append("Models")
+    out.append(
+        format_table(
+            [
+                "model", "engine", "weights", "kv", "TPxPP", "params B", "active B", "weights/GPU",
+                "KV/token/GPU", "KV budget tok", "max seqs", "decode tok/s 1 seq / all @batch", "$/M out",
+            ],
+            model_rows,
+        )
+    )
+    if plan.gpus:
+        gpu_rows = [
+            [
+                g.pool,
+                str(g.gpu_index),
+                ", ".join(g.models),
+                _gib(g.capacity_bytes),
+                _gib(g.weight_bytes),
+                _gib(g.activation_bytes),
+                _gib(g.overhead_bytes),
+                _gib(g.kv_bytes),
+                _gib(g.used_bytes),
+                _gib(g.free_bytes),
+                f"{g.headroom:.0%}",
+            ]
+            for g in plan.gpus
+        ]
+        out += ["", "GPUs (one pool replica each)"]
+        out.append(
+            format_table(
+                ["pool", "gpu", "models", "plannable", "weights", "activations", "runtime", "KV", "used", "free",
+                 "headroom"],
+                gpu_rows,
+            )
+        )
+    notes = list(plan.notes) + [f"{m.name}: {n}" for m in plan.models for n in m.notes]
+    c = plan.constants
+    notes.append(
+        f"decode ceilings assume {c['bandwidth_efficiency']:.0%} of peak memory bandwidth; activations are an "
+        f"estimate; runtime = {c['runtime_overhead_gib']:g} GiB per model per GPU (+ NCCL when parallel)"
+    )
+    out += ["", "Notes"] + [f"- {n}" for n in notes]
+    if plan.problems:
+        out += ["", "Does not fit"] + [f"- {p}" for p in plan.problems]
+    return "\n".join(out) + "\n"
