@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from generator import yamlio
 from generator.errors import RenderError
 from generator.render.jinja import environment, render_template
 
@@ -67,7 +68,7 @@ def render_yaml(directory: Path, name: str, context: dict[str, Any]) -> bytes:
     _environment(directory)
     text = render_template(directory, name, context)
     try:
-        list(yaml.safe_load_all(text))
+        list(yamlio.safe_load_all(text))
     except yaml.YAMLError as exc:
         raise RenderError(f"deploy template {name} rendered invalid YAML ({exc}); this is a tritonstack bug") from None
     return text.encode("utf-8")

@@ -17,8 +17,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any, Callable
 
-import yaml
-
+from generator import yamlio
 from generator.errors import RenderError
 
 __all__ = [
@@ -155,7 +154,7 @@ def llmapi_model_yaml(
         f"# TensorRT-LLM {stack.target.release.trtllm}, LLM-API target). Edit the spec, not this file.\n"
         "# Keys other than triton_config are tensorrt_llm.LLM(...) arguments.\n"
     )
-    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return header + yamlio.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def _tensor(name: str, dtype: str, dims: tuple[int, ...], optional: bool) -> str:

@@ -1,0 +1,62 @@
+"""``tritonstack exporter``: serve Prometheus metrics for a rendered stack."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from generator.errors import TritonstackError
+
+__all__ = ["HELP", "configure", "run", "main"]
+
+HELP = "serve Prometheus metrics (tokens, KV cache, resident memory per model) for a rendered stack"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="exporter config rendered by `tritonstack render` (build/monitoring/exporter.yaml)",
+    )
+    parser.add_argument("--port", type=int, default=None, help="listen port (default: the config's exporter.port)")
+    parser.add_argument(
+        "--host", "--bind", dest="bind", default=None, help="listen address (default: the config's exporter.bind)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so `tritonstack --help` does not pay for httpx and prometheus_client.
+    from generator.exporter.config import load_config  # noqa: PLC0415
+    from generator.exporter.server import ExporterRuntime  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+        runtime = ExporterRuntime(config, bind=args.bind, port=args.port)
+    except TritonstackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        runtime.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    with runtime:
+        host = args.bind or config.exporter.bind
+        print(f"tritonstack exporter: http://{host}:{runtime.port}/metrics ({len(config.pools)} pool(s))", flush=True)
+        runtime.serve_forever()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tritonstack exporter", description=HELP)
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
