@@ -1,0 +1,371 @@
+"""The tritonstack reference engine's language model: small, deterministic, pure numpy.
+
+This is a CPU stand-in for a TensorRT-LLM engine, not a real LLM. It exists so the whole serving
+stack (ensembles, BLS, router, exporter, disaggregated prefill/decode) runs and can be tested on
+a machine without a GPU. What it guarantees:
+
+* Same weights seed + prompt + request seed + sampling settings => same tokens, on any server
+  process, whatever else is batched alongside. Weights and hidden states hold small integers
+  stored as float32, so every matmul is exact and independent of BLAS blocking or batch size.
+* Resumable: the next token depends only on the last two tokens, the absolute position and a
+  random number derived from (request seed, position). A decode server that is handed the prompt
+  and the first token (disaggregated serving) continues exactly where the context server stopped.
+* It never emits a special token of the tokenizer. It ends a sequence itself only by the
+  documented *natural length* rule (see :func:`natural_length`), so budgets up to
+  ``NATURAL_LENGTH_MIN`` tokens, and any budget with ``min_tokens`` equal to it, are honoured
+  exactly (benchmarks rely on that).
+
+Only numpy and the standard library are imported: this file runs unchanged inside the stock NGC
+Triton container's python backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "ENGINE_NAME",
+    "NATURAL_LENGTH_MIN",
+    "NATURAL_LENGTH_SPAN",
+    "ReferenceEngineError",
+    "ReferenceLM",
+    "SamplingParams",
+    "SequenceState",
+    "VocabularyFacts",
+    "choose_tokens",
+    "natural_length",
+    "prompt_digest",
+    "read_vocabulary",
+    "uniform_for",
+]
+
+ENGINE_NAME = "tritonstack reference engine"
+
+# A sequence ends "on its own" (as if the model produced end_id) after a number of generated tokens
+# derived from the prompt: NATURAL_LENGTH_MIN + (hash(weights seed, prompt) % NATURAL_LENGTH_SPAN),
+# i.e. in [512, 2048). Budgets below 512 tokens therefore always run to the end exactly.
+NATURAL_LENGTH_MIN = 512
+NATURAL_LENGTH_SPAN = 1536
+
+HIDDEN_SIZE = 32
+POSITION_PERIOD = 61  # prime, so greedy loops over (prev, last) pairs are broken up by position
+# Integer weights in these ranges keep every logit below 2**24 in magnitude: float32 sums are exact.
+_LAST_RANGE = 7
+_PREV_RANGE = 3
+_POS_RANGE = 3
+_OUT_RANGE = 7
+# Logits are integers of magnitude ~100; this brings them to a softmax with a few nats of spread.
+LOGIT_SCALE = 1.0 / 40.0
+
+_MASK64 = (1 << 64) - 1
+
+
+class ReferenceEngineError(Exception):
+    """A request or configuration the reference engine cannot serve; the message is for the user."""
+
+
+# --------------------------------------------------------------------------------------- vocabulary
+
+
+@dataclass(frozen=True)
+class VocabularyFacts:
+    """What the engine needs to know about the tokenizer: vocabulary size and special tokens."""
+
+    vocab_size: int
+    special_ids: frozenset[int]
+    eos_id: int | None
+    pad_id: int | None
+    # Tokens that are only part of a character (a lone byte of a multibyte UTF-8 sequence): a real
+    # model emits them in valid runs; this one picks tokens independently, so it avoids them and
+    # its text stays readable.
+    fragment_ids: frozenset[int] = frozenset()
+
+
+def read_vocabulary(tokenizer_dir: str) -> VocabularyFacts:
+    """Read ``tokenizer.json`` (and ``tokenizer_config.json`` when present) without transformers.
+
+    Loading transformers in the engine's process would add seconds to every model load; the JSON
+    files carry everything needed: the vocabulary (dict for BPE/WordPiece, list for Unigram), the
+    added tokens with their ``special`` flag, and the eos/pad token names.
+    """
+    path = os.path.join(tokenizer_dir, "tokenizer.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tokenizer = json.load(handle)
+    except FileNotFoundError:
+        raise ReferenceEngineError(
+            f"tokenizer_dir {tokenizer_dir!r} has no tokenizer.json; the reference engine reads the "
+            "vocabulary from it (save the tokenizer with a fast tokenizer: tokenizer.save_pretrained)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ReferenceEngineError(f"cannot read {path}: {exc}") from None
+
+    ids_by_text: dict[str, int] = {}
+    max_id = -1
+    vocab = (tokenizer.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict):
+        ids_by_text.update({str(k): int(v) for k, v in vocab.items()})
+        max_id = max(vocab.values(), default=-1)
+    elif isinstance(vocab, list):  # Unigram: [[piece, score], ...]; the id is the index
+        ids_by_text.update({str(entry[0]): i for i, entry in enumerate(vocab)})
+        max_id = len(vocab) - 1
+    special: set[int] = set()
+    for added in tokenizer.get("added_tokens") or []:
+        token_id = int(added["id"])
+        ids_by_text[str(added["content"])] = token_id
+        max_id = max(max_id, token_id)
+        if added.get("special", False):
+            special.add(token_id)
+    if max_id < 0:
+        raise ReferenceEngineError(f"{path} holds no vocabulary (model.vocab is empty)")
+
+    config = _read_tokenizer_config(tokenizer_dir)
+    for token_id, entry in (config.get("added_tokens_decoder") or {}).items():
+        if isinstance(entry, dict) and entry.get("special", False):
+            special.add(int(token_id))
+    eos_id = _special_token_id(config.get("eos_token"), ids_by_text)
+    pad_id = _special_token_id(config.get("pad_token"), ids_by_text)
+    special.update(
+        i for i in (eos_id, pad_id, _special_token_id(config.get("bos_token"), ids_by_text)) if i is not None
+    )
+    vocab_size = max_id + 1
+    if len(special) >= vocab_size:
+        raise ReferenceEngineError(f"{path}: every token is special; nothing left to generate")
+    return VocabularyFacts(
+        vocab_size=vocab_size,
+        special_ids=frozenset(special),
+        eos_id=eos_id,
+        pad_id=pad_id,
+        fragment_ids=frozenset(_fragment_ids(tokenizer, ids_by_text) - special),
+    )
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE alphabet: each byte is written as one printable character."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {chr(code): b for b, code in chars.items()}
+
+
+def _fragment_ids(tokenizer: dict, ids_by_text: dict[str, int]) -> set[int]:
+    """Token ids whose text is not valid UTF-8 on its own (byte-level pieces, <0xNN> byte fallbacks)."""
+    fragments = {i for text, i in ids_by_text.items() if len(text) == 6 and text.startswith("<0x") and text.endswith(">")}
+    kinds = json.dumps([tokenizer.get("decoder"), tokenizer.get("pre_tokenizer")])
+    if '"ByteLevel"' not in kinds:
+        return fragments
+    alphabet = _byte_level_alphabet()
+    for text, token_id in ids_by_text.items():
+        try:
+            bytes(alphabet[ch] for ch in text).decode("utf-8")
+        except (KeyError, UnicodeDecodeError):
+            if all(ch in alphabet for ch in text):
+                fragments.add(token_id)
+    return fragments
+
+
+def _read_tokenizer_config(tokenizer_dir: str) -> dict:
+    path = os.path.join(tokenizer_dir, "tokenizer_config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ReferenceEngineError(f"cannot read {path}: {exc}") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _special_token_id(entry: object, ids_by_text: dict[str, int]) -> int | None:
+    if isinstance(entry, dict):  # older configs: {"content": "</s>", ...}
+        entry = entry.get("content")
+    if isinstance(entry, str):
+        return ids_by_text.get(entry)
+    return None
+
+
+# --------------------------------------------------------------------------------------- the model
+
+
+def _splitmix64(value: int) -> int:
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def uniform_for(seed: int, position: int) -> float:
+    """The random number used to sample the token at ``position``: a pure function, so resumable."""
+    mixed = _splitmix64(_splitmix64(seed & _MASK64) ^ (position & _MASK64))
+    return (mixed >> 11) / float(1 << 53)
+
+
+def prompt_digest(prompt: np.ndarray) -> bytes:
+    """A stable digest of a prompt's token ids (the same in every process)."""
+    return hashlib.sha256(np.ascontiguousarray(prompt, dtype="<i4").tobytes()).digest()
+
+
+def natural_length(weights_seed: int, prompt: np.ndarray) -> int:
+    """After how many generated tokens the model would produce end_id by itself."""
+    digest = int.from_bytes(prompt_digest(prompt)[:8], "little")
+    return NATURAL_LENGTH_MIN + _splitmix64(digest ^ (weights_seed & _MASK64)) % NATURAL_LENGTH_SPAN
+
+
+class ReferenceLM:
+    """logits(next | prev, last, position) = (E_last[last] + E_prev[prev] + E_pos[position % P]) @ W."""
+
+    def __init__(self, vocab: VocabularyFacts, seed: int) -> None:
+        self.vocab = vocab
+        self.seed = int(seed)
+        size = vocab.vocab_size
+        rng = np.random.default_rng([self.seed & _MASK64, size])
+        self._emb_last = rng.integers(-_LAST_RANGE, _LAST_RANGE + 1, (size, HIDDEN_SIZE)).astype(np.float32)
+        self._emb_prev = rng.integers(-_PREV_RANGE, _PREV_RANGE + 1, (size, HIDDEN_SIZE)).astype(np.float32)
+        self._emb_pos = rng.integers(-_POS_RANGE, _POS_RANGE + 1, (POSITION_PERIOD, HIDDEN_SIZE)).astype(
+            np.float32
+        )
+        self._out = rng.integers(-_OUT_RANGE, _OUT_RANGE + 1, (HIDDEN_SIZE, size)).astype(np.float32)
+        # Special tokens are never sampled: end_id is produced only by the natural length rule.
+        banned = np.zeros(size, dtype=bool)
+        banned[sorted(vocab.special_ids | vocab.fragment_ids)] = True
+        self.never_sampled = banned
+        self.fingerprint = hashlib.sha256(
+            f"{ENGINE_NAME}|seed={self.seed}|vocab={size}|special={sorted(vocab.special_ids)}".encode()
+        ).hexdigest()[:16]
+
+    def logits(self, prev: np.ndarray, last: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Exact integer-valued float32 logits, shape [batch, vocab]."""
+        hidden = self._emb_last[last] + self._emb_prev[prev] + self._emb_pos[positions % POSITION_PERIOD]
+        return hidden @ self._out
+
+
+# --------------------------------------------------------------------------------------- sampling
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding settings, already validated."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.0
+    seed: int = 0
+    min_tokens: int = 0
+    end_id: int | None = None
+    stop_words: tuple[tuple[int, ...], ...] = ()
+    bad_words: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        # TRT-LLM decodes greedily when temperature is 0, top_k is 1, or neither top_k nor top_p is set.
+        return self.temperature <= 0.0 or self.top_k == 1 or (self.top_k <= 0 and not 0.0 < self.top_p < 1.0)
+
+
+@dataclass
+class SequenceState:
+    """The token history of one sequence and why it stopped; shared by both serving paths."""
+
+    prompt: np.ndarray
+    params: SamplingParams
+    natural_end: int
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # "length" | "stop" | "end" | "context_done" | "cancelled" | "failed"
+
+    @property
+    def position(self) -> int:
+        """Absolute position of the next token."""
+        return len(self.prompt) + len(self.generated)
+
+    def last_two(self) -> tuple[int, int]:
+        tokens = self.tail(2)
+        if len(tokens) == 1:
+            return tokens[0], tokens[0]
+        return tokens[0], tokens[1]
+
+    def tail(self, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        from_generated = self.generated[-count:]
+        missing = count - len(from_generated)
+        if missing <= 0:
+            return list(from_generated)
+        return [int(t) for t in self.prompt[-missing:]] + list(from_generated)
+
+    def append(self, token: int) -> str | None:
+        """Record one generated token; return the finish reason if the sequence is now complete."""
+        self.generated.append(int(token))
+        count = len(self.generated)
+        params = self.params
+        for word in params.stop_words:
+            # TRT-LLM keeps the stop word's tokens in the output.
+            if count >= len(word) and tuple(self.generated[-len(word) :]) == word:
+                self.finish_reason = "stop"
+                return self.finish_reason
+        if count >= params.max_new_tokens:
+            self.finish_reason = "length"
+        elif params.end_id is not None and count >= max(self.natural_end, params.min_tokens):
+            self.finish_reason = "end"  # the next token would be end_id, which is not put in the output
+        return self.finish_reason
+
+    def banned_now(self) -> list[int]:
+        """Bad words whose prefix is the sequence's tail: their last token is banned at this step."""
+        banned = []
+        for word in self.params.bad_words:
+            if len(word) == 1 or self.tail(len(word) - 1) == list(word[:-1]):
+                banned.append(word[-1])
+        return banned
+
+
+def choose_tokens(lm: ReferenceLM, sequences: list[SequenceState]) -> list[int]:
+    """The next token of every sequence, computed as one batch (one matmul)."""
+    if not sequences:
+        return []
+    pairs = [s.last_two() for s in sequences]
+    prev = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
+    last = np.fromiter((t for _, t in pairs), dtype=np.int64, count=len(pairs))
+    positions = np.fromiter((s.position for s in sequences), dtype=np.int64, count=len(sequences))
+    logits = lm.logits(prev, last, positions)
+    logits[:, lm.never_sampled] = -np.inf
+    chosen = []
+    for row, sequence in zip(logits, sequences):
+        banned = sequence.banned_now()
+        if banned:
+            row[banned] = -np.inf
+        chosen.append(_choose_one(row, sequence.params, sequence.position))
+    return chosen
+
+
+def _choose_one(row: np.ndarray, params: SamplingParams, position: int) -> int:
+    if params.greedy:
+        return int(np.argmax(row))  # first index among ties: deterministic
+    scores = row.astype(np.float64) * (LOGIT_SCALE / params.temperature)
+    allowed = np.isfinite(scores)
+    if not allowed.any():
+        return int(np.argmax(row))
+    if 0 < params.top_k < int(allowed.sum()):
+        kth = np.partition(scores, scores.size - params.top_k)[scores.size - params.top_k]
+        candidates = np.flatnonzero(scores >= kth)
+    else:
+        candidates = np.flatnonzero(allowed)
+    # Highest score first, ties by lower id: a total order, so the choice is reproducible.
+    order = candidates[np.argsort(-scores[candidates], kind="stable")]
+    if params.top_k > 0:
+        order = order[: params.top_k]
+    weights = np.exp(scores[order] - scores[order[0]])
+    cumulative = np.cumsum(weights)
+    if 0.0 < params.top_p < 1.0:
+        keep = int(np.searchsorted(cumulative, params.top_p * cumulative[-1], side="left")) + 1
+        cumulative = cumulative[:keep]
+        order = order[:keep]
+    pick = int(np.searchsorted(cumulative, uniform_for(params.seed, position) * cumulative[-1], side="right"))
+    return int(order[min(pick, order.size - 1)])
