@@ -1,8 +1,9 @@
-"""Start one tritonserver per pool replica on this machine, wait until ready, stop them all.
+"""Start a stack's processes on this machine, wait until ready, stop them all.
 
-Used by ``tritonstack up`` and by the integration tests. Every server gets its own free ports, its
-own process group (so its python-backend stubs go with it) and its own log file; when any child
-dies the caller learns which one, with the tail of its log.
+One tritonserver per pool replica, then the services beside them (router, exporter, Prometheus).
+Used by ``tritonstack up`` and by the integration tests. Every process gets its own free ports, its
+own process group (so python-backend stubs go with their server) and its own log file; when any
+child dies the caller learns which one, with the tail of its log.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from generator.naming import triton_names
 from generator.runtime.tritonserver import TritonInstall
 from generator.spec import Pool, Stack
 
-__all__ = ["Replica", "Launcher", "LaunchSettings", "free_ports", "tail"]
+__all__ = ["Managed", "Replica", "Service", "Launcher", "LaunchSettings", "free_ports", "tail"]
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,60 @@ class LaunchSettings:
 
 
 @dataclass
-class Replica:
-    pool: str
-    index: int
-    host: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
+class Managed:
+    """A child process with a log file and a URL that answers 200 once it is ready."""
+
     log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    ready_after_s: float | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    ready_after_s: float | None = field(default=None, init=False)
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def ready_url(self) -> str:
+        raise NotImplementedError
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+
+@dataclass
+class Service(Managed):
+    """The router, the exporter or Prometheus."""
+
+    label: str = ""
+    url: str = ""
+    ready_path: str = "/"
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def ready_url(self) -> str:
+        return self.url + self.ready_path
+
+
+@dataclass
+class Replica(Managed):
+    """One tritonserver of a pool."""
+
+    pool: str = ""
+    index: int = 0
+    host: str = "127.0.0.1"
+    http_port: int = 0
+    grpc_port: int = 0
+    metrics_port: int = 0
 
     @property
     def name(self) -> str:
         return f"{self.pool}/{self.index}"
+
+    @property
+    def ready_url(self) -> str:
+        return f"{self.http_url}/v2/health/ready"
 
     @property
     def http_url(self) -> str:
@@ -62,9 +103,6 @@ class Replica:
     @property
     def grpc_address(self) -> str:
         return f"{self.host}:{self.grpc_port}"
-
-    def exited(self) -> int | None:
-        return None if self.process is None else self.process.poll()
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -82,8 +120,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def tail(path: Path, lines: int = 12) -> str:
-    """The end of a server log, led by its error lines (Triton prints the reason for a failed
-    start before a long shutdown sequence)."""
+    """The end of a log, led by its error lines (Triton prints the reason for a failed start
+    before a long shutdown sequence)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -96,7 +134,7 @@ def tail(path: Path, lines: int = 12) -> str:
 
 @dataclass
 class Launcher:
-    """Owns the tritonserver processes of one stack."""
+    """Owns the processes of one stack on this machine."""
 
     stack: Stack
     out_dir: Path
@@ -104,6 +142,11 @@ class Launcher:
     log_dir: Path
     settings: LaunchSettings = field(default_factory=LaunchSettings)
     replicas: list[Replica] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def processes(self) -> list[Managed]:
+        return [*self.replicas, *self.services]
 
     def start(self) -> list[Replica]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -118,13 +161,13 @@ class Launcher:
     def _start_replica(self, pool: Pool, index: int, repo: Path) -> Replica:
         http, grpc, metrics = free_ports(3, self.settings.host)
         replica = Replica(
+            log_path=self.log_dir / f"tritonserver-{pool.name}-{index}.log",
             pool=pool.name,
             index=index,
             host=self.settings.host,
             http_port=http,
             grpc_port=grpc,
             metrics_port=metrics,
-            log_path=self.log_dir / f"tritonserver-{pool.name}-{index}.log",
         )
         models = [name for model in pool.models for name in triton_names(model, pool.role).all()]
         command = self.install.command(
@@ -142,36 +185,31 @@ class Launcher:
             # Each server's python stubs need their own shared-memory names on one host.
             f"--backend-config=python,shm-region-prefix-name=tritonstack{os.getpid()}_{pool.name}_{index}_",
         )
-        log = replica.log_path.open("wb")
-        try:
-            replica.process = subprocess.Popen(
-                command,
-                env=self.install.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise RuntimeSetupError(f"cannot start {self.install.binary}: {exc}") from None
-        finally:
-            log.close()
+        _spawn(replica, command, self.install.env)
         return replica
 
-    def wait_ready(self, on_progress: Callable[[Replica], None] | None = None) -> None:
-        """Block until every replica answers /v2/health/ready; raise if one dies or times out."""
+    def start_service(self, label: str, command: list[str], url: str, ready_path: str) -> Service:
+        """Start a process beside the servers; it is ready when ``url + ready_path`` answers 200."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        service = Service(log_path=self.log_dir / f"{label}.log", label=label, url=url, ready_path=ready_path)
+        _spawn(service, command, dict(os.environ))
+        self.services.append(service)
+        return service
+
+    def wait_ready(self, on_progress: Callable[[Managed], None] | None = None) -> None:
+        """Block until every process started so far is ready; raise if one dies or times out."""
         started = time.monotonic()
-        pending = list(self.replicas)
+        pending = [p for p in self.processes if p.ready_after_s is None]
         while pending:
-            for replica in list(pending):
-                self.raise_if_exited(replica)
-                if _is_ready(replica):
-                    replica.ready_after_s = time.monotonic() - started
-                    pending.remove(replica)
+            for member in list(pending):
+                self.raise_if_exited(member)
+                if _is_ready(member):
+                    member.ready_after_s = time.monotonic() - started
+                    pending.remove(member)
                     if on_progress:
-                        on_progress(replica)
+                        on_progress(member)
             if pending and time.monotonic() - started > self.settings.ready_timeout_s:
-                names = ", ".join(r.name for r in pending)
+                names = ", ".join(p.name for p in pending)
                 raise RuntimeSetupError(
                     f"not ready after {self.settings.ready_timeout_s:.0f}s: {names}\n"
                     f"last lines of {pending[0].log_path}:\n{tail(pending[0].log_path)}"
@@ -179,37 +217,21 @@ class Launcher:
             if pending:
                 time.sleep(self.settings.poll_interval_s)
 
-    def raise_if_exited(self, replica: Replica) -> None:
-        code = replica.exited()
+    def raise_if_exited(self, member: Managed) -> None:
+        code = member.exited()
         if code is not None:
             raise RuntimeSetupError(
-                f"tritonserver {replica.name} exited with code {code}\n"
-                f"last lines of {replica.log_path}:\n{tail(replica.log_path)}"
+                f"{member.name} exited with code {code}\nlast lines of {member.log_path}:\n{tail(member.log_path)}"
             )
 
-    def first_exited(self) -> Replica | None:
-        return next((r for r in self.replicas if r.exited() is not None), None)
+    def first_exited(self) -> Managed | None:
+        return next((p for p in self.processes if p.exited() is not None), None)
 
     def stop(self) -> None:
-        """SIGTERM every server's process group, then SIGKILL what is left after the timeout."""
-        live = [r for r in self.replicas if r.process is not None and r.process.poll() is None]
-        for replica in live:
-            _signal_group(replica, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.stop_timeout_s
-        for replica in live:
-            assert replica.process is not None
-            try:
-                replica.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for replica in self.replicas:
-            # The group may still hold python stubs even when tritonserver itself exited.
-            _signal_group(replica, signal.SIGKILL)
-            if replica.process is not None:
-                try:
-                    replica.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+        """The services first (the router drains), then the servers: SIGTERM to each process
+        group, SIGKILL to whatever is left after the timeout."""
+        for group in (self.services, self.replicas):
+            _stop_all(list(group), self.settings.stop_timeout_s)
 
     def endpoints(self) -> dict[str, list[tuple[str, int, int, int]]]:
         """pool → [(host, http, grpc, metrics)] — the shape the router and exporter configs take."""
@@ -226,18 +248,56 @@ class Launcher:
         return result
 
 
-def _is_ready(replica: Replica) -> bool:
+def _spawn(member: Managed, command: list[str], env: dict[str, str]) -> None:
+    log = member.log_path.open("wb")
     try:
-        with urllib.request.urlopen(f"{replica.http_url}/v2/health/ready", timeout=2) as response:
+        member.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot start {command[0]}: {exc}") from None
+    finally:
+        log.close()
+
+
+def _stop_all(members: list[Managed], timeout_s: float) -> None:
+    live = [m for m in members if m.process is not None and m.process.poll() is None]
+    for member in live:
+        _signal_group(member, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for member in live:
+        assert member.process is not None
+        try:
+            member.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for member in members:
+        # The group may still hold python stubs even when tritonserver itself exited.
+        _signal_group(member, signal.SIGKILL)
+        if member.process is not None:
+            try:
+                member.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _is_ready(member: Managed) -> bool:
+    try:
+        with urllib.request.urlopen(member.ready_url, timeout=2) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
 
 
-def _signal_group(replica: Replica, sig: signal.Signals) -> None:
-    if replica.process is None:
+def _signal_group(member: Managed, sig: signal.Signals) -> None:
+    if member.process is None:
         return
     try:
-        os.killpg(replica.process.pid, sig)
+        os.killpg(member.process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
