@@ -1,0 +1,107 @@
+"""Render the router's ``router/routes.yaml`` from the spec.
+
+Two flavours of the same document (see ``generator/router/config.py`` for its schema):
+
+* :func:`render_routes` — for deployment: each pool's replicas are found through its Kubernetes
+  headless Service, ``<pool>-headless.<namespace>.svc.cluster.local``, ports 8000/8001/8002;
+* :func:`local_routes` — for the local launcher, with the static endpoints it started.
+
+Per model it records how it is served (one aggregated pool and its ensemble, or the prefill pool's
+``<m>_prefill`` and the decode pool's ``<m>_decode``) plus what the router checks before anything
+reaches Triton: tokenizer, input/output limits, chat and streaming.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from generator import yamlio
+from generator.naming import triton_names
+from generator.render.options import RenderOptions
+from generator.router.config import ROUTES_API_VERSION, parse_routes
+from generator.spec import Model, Pool, Stack
+
+__all__ = ["ROUTES_PATH", "render_routes", "local_routes", "routes_document"]
+
+ROUTES_PATH = "router/routes.yaml"
+
+Endpoints = dict[str, list[tuple[str, int, int, int]]]
+
+
+def _tokenizer_dir(model: Model, options: RenderOptions | None) -> str:
+    """Relative spec paths are relative to the spec file; in routes.yaml, to routes.yaml itself."""
+    path = model.tokenizer_dir
+    if options is None or os.path.isabs(path):
+        return path
+    target = os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), path))
+    return os.path.relpath(target, os.path.join(os.path.abspath(options.out_dir), "router"))
+
+
+def _serving(stack: Stack, model: Model) -> dict[str, Any]:
+    pools = [p for p in stack.pools if model.name in p.models]
+    aggregated = [p for p in pools if p.role == "aggregated"]
+    if aggregated:
+        pool = aggregated[0]  # a model in several aggregated pools is served by the first
+        return {"kind": "aggregated", "pool": pool.name, "triton_model": triton_names(model.name, "aggregated").ensemble}
+    prefill = next(p for p in pools if p.role == "prefill")
+    decode = stack.partner_of(prefill)
+    assert decode is not None  # the spec's cross-checks guarantee a partner
+    return {
+        "kind": "disaggregated",
+        "prefill": {"pool": prefill.name, "triton_model": triton_names(model.name, "prefill").ensemble},
+        "decode": {"pool": decode.name, "triton_model": triton_names(model.name, "decode").ensemble},
+    }
+
+
+def _pool_dns(stack: Stack, pool: Pool) -> dict[str, Any]:
+    name = f"{pool.name}-headless.{stack.deploy.namespace}.svc.cluster.local"
+    ports = stack.deploy.triton_ports
+    return {"role": pool.role, "dns": {"name": name, "http": ports.http, "grpc": ports.grpc, "metrics": ports.metrics}}
+
+
+def routes_document(stack: Stack, pools: dict[str, dict[str, Any]], options: RenderOptions | None) -> dict[str, Any]:
+    release = stack.target.release
+    models = {}
+    for model in stack.models:
+        models[model.name] = {
+            "tokenizer_dir": _tokenizer_dir(model, options),
+            "max_input_len": model.max_input_len,
+            "max_output_len": model.max_output_len,
+            "chat": model.chat,
+            "streaming": model.streaming,
+            "add_special_tokens": model.add_special_tokens,
+            "seed_input": "random_seed" if release.tensor_names == "0.19" else "seed",
+            "token_count_outputs": release.tensor_names != "0.19",
+            "serving": _serving(stack, model),
+        }
+    return {
+        "apiVersion": ROUTES_API_VERSION,
+        "router": stack.router.model_dump(mode="json"),
+        "models": models,
+        "pools": pools,
+    }
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    header = "# Rendered by tritonstack from the stack spec; edit the spec, not this file.\n"
+    text = header + yamlio.safe_dump(document, sort_keys=False, default_flow_style=False)
+    parse_routes(text, ROUTES_PATH)  # what we write, the router must read
+    return text.encode()
+
+
+def render_routes(stack: Stack, options: RenderOptions | None = None) -> dict[str, bytes]:
+    pools = {pool.name: _pool_dns(stack, pool) for pool in stack.pools}
+    return {ROUTES_PATH: _dump(routes_document(stack, pools, options))}
+
+
+def local_routes(stack: Stack, endpoints: Endpoints, options: RenderOptions | None = None) -> bytes:
+    """routes.yaml for replicas started on this machine: pool → [(host, http, grpc, metrics)]."""
+    pools = {}
+    for pool in stack.pools:
+        listed = endpoints.get(pool.name, [])
+        pools[pool.name] = {
+            "role": pool.role,
+            "endpoints": [{"host": h, "http": http, "grpc": grpc, "metrics": metrics} for h, http, grpc, metrics in listed],
+        }
+    return _dump(routes_document(stack, pools, options))
