@@ -169,6 +169,11 @@ class Model(Closed):
                 f"gpu_ids lists {len(self.gpu_ids)} GPU(s) but tensor_parallel × pipeline_parallel is "
                 f"{self.world_size}; list one GPU per rank"
             )
+        if self.streaming and self.instances.postprocessing > 1:
+            raise ValueError(
+                "instances.postprocessing must be 1 for a streaming model: postprocessing keeps each stream's "
+                "detokenizer state in its process (the BLS detokenizes in parallel; raise instances.bls instead)"
+            )
         if self.max_num_tokens is not None and self.max_num_tokens < self.max_input_len:
             raise ValueError(
                 f"max_num_tokens ({self.max_num_tokens}) is below max_input_len ({self.max_input_len}); "

@@ -148,9 +148,8 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
                     ("preprocessing_model_name", names.preprocessing),
                     ("tensorrt_llm_model_name", names.llm),
                     ("postprocessing_model_name", names.postprocessing),
-                    ("tokenizer_dir", tokenizer),
-                    ("skip_special_tokens", _bool(model.skip_special_tokens)),
-                    ("accumulate_tokens", "true"),
+                    # Stream only the new text of each step (the BLS detokenizes incrementally).
+                    ("accumulate_tokens", "false"),
                 ],
             },
             ["tensorrt_llm_bls", "shared"],

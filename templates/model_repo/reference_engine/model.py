@@ -80,6 +80,14 @@ class TritonPythonModel:
         for request in requests:
             sink = None
             sender = request.get_response_sender() if self.config.decoupled else None
+            if _asks_to_stop(request):
+                # Like the TRT-LLM backend: stop=true with the id of a running request ends it.
+                self.batcher.stop_request(request.request_id())
+                if sender is not None:
+                    sender.send(flags=FINAL)
+                else:
+                    waiting.append((None, pb_utils.InferenceResponse(output_tensors=[])))
+                continue
             try:
                 parsed = self._parse(request)
                 if parsed.streaming and not self.config.decoupled:
@@ -366,3 +374,8 @@ def _resident_bytes() -> int:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _asks_to_stop(request) -> bool:
+    tensor = pb_utils.get_input_tensor_by_name(request, "stop")
+    return tensor is not None and bool(tensor.as_numpy().any())

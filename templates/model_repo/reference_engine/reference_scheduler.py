@@ -152,6 +152,10 @@ class InflightBatcher:
         self._outcomes_lock = threading.Lock()
         self._iteration = 0
         self._last = self._empty_stats()
+        # Request ids a client asked to stop (the TRT-LLM backend's "stop" input: a second request
+        # with the same id and stop=true); the scheduler thread drops them at its next step.
+        self._stop_ids: set[str] = set()
+        self._stop_lock = threading.Lock()
 
     # ------------------------------------------------------------------ called from execute()
 
@@ -179,6 +183,12 @@ class InflightBatcher:
             self._incoming.append(sequence)
             self._wakeup.notify()
         return sequence
+
+    def stop_request(self, request_id: str) -> None:
+        """Stop the sequence(s) with this request id, as if their client had cancelled."""
+        with self._stop_lock:
+            self._stop_ids.add(request_id)
+        self.wake()
 
     def record_failure(self, input_length: int) -> None:
         """Count a request refused before it reached the scheduler."""
@@ -275,12 +285,15 @@ class InflightBatcher:
 
     def _drop_cancelled(self, now: float) -> None:
         period = self.settings.cancellation_check_period_s
+        with self._stop_lock:
+            stop_ids, self._stop_ids = self._stop_ids, set()
         for queue_name, sequences in (("waiting", list(self._waiting)), ("active", list(self._active))):
             for sequence in sequences:
-                if now < sequence.next_cancel_check:
+                stopped = sequence.request.request_id in stop_ids
+                if now < sequence.next_cancel_check and not stopped:
                     continue
                 sequence.next_cancel_check = now + period
-                if sequence.sink.is_cancelled():
+                if stopped or sequence.sink.is_cancelled():
                     if queue_name == "waiting":
                         self._waiting.remove(sequence)
                     self._finish(sequence, "cancelled")
