@@ -22,7 +22,7 @@ from generator.render.options import RenderOptions
 from generator.router.config import ROUTES_API_VERSION, parse_routes
 from generator.spec import Model, Pool, Stack
 
-__all__ = ["ROUTES_PATH", "render_routes", "local_routes", "routes_document"]
+__all__ = ["ROUTES_PATH", "local_routes", "render_routes", "routes_document"]
 
 ROUTES_PATH = "router/routes.yaml"
 
@@ -43,7 +43,11 @@ def _serving(stack: Stack, model: Model) -> dict[str, Any]:
     aggregated = [p for p in pools if p.role == "aggregated"]
     if aggregated:
         pool = aggregated[0]  # a model in several aggregated pools is served by the first
-        return {"kind": "aggregated", "pool": pool.name, "triton_model": triton_names(model.name, "aggregated").ensemble}
+        return {
+            "kind": "aggregated",
+            "pool": pool.name,
+            "triton_model": triton_names(model.name, "aggregated").ensemble,
+        }
     prefill = next(p for p in pools if p.role == "prefill")
     decode = stack.partner_of(prefill)
     assert decode is not None  # the spec's cross-checks guarantee a partner
@@ -57,10 +61,15 @@ def _serving(stack: Stack, model: Model) -> dict[str, Any]:
 def _pool_dns(stack: Stack, pool: Pool) -> dict[str, Any]:
     name = f"{pool.name}-headless.{stack.deploy.namespace}.svc.cluster.local"
     ports = stack.deploy.triton_ports
-    return {"role": pool.role, "dns": {"name": name, "http": ports.http, "grpc": ports.grpc, "metrics": ports.metrics}}
+    return {
+        "role": pool.role,
+        "dns": {"name": name, "http": ports.http, "grpc": ports.grpc, "metrics": ports.metrics},
+    }
 
 
-def routes_document(stack: Stack, pools: dict[str, dict[str, Any]], options: RenderOptions | None) -> dict[str, Any]:
+def routes_document(
+    stack: Stack, pools: dict[str, dict[str, Any]], options: RenderOptions | None
+) -> dict[str, Any]:
     release = stack.target.release
     models = {}
     for model in stack.models:
@@ -102,6 +111,9 @@ def local_routes(stack: Stack, endpoints: Endpoints, options: RenderOptions | No
         listed = endpoints.get(pool.name, [])
         pools[pool.name] = {
             "role": pool.role,
-            "endpoints": [{"host": h, "http": http, "grpc": grpc, "metrics": metrics} for h, http, grpc, metrics in listed],
+            "endpoints": [
+                {"host": h, "http": http, "grpc": grpc, "metrics": metrics}
+                for h, http, grpc, metrics in listed
+            ],
         }
     return _dump(routes_document(stack, pools, options))

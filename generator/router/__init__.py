@@ -1,0 +1,8 @@
+"""The router: an OpenAI-compatible front door over the stack's Triton pools.
+
+Data flow, one module each: ``config`` (routes.yaml) → ``app`` (ASGI: parse with ``protocol``,
+check with ``auth`` and ``tokens``) → ``dispatch`` (``admission`` + ``policies`` pick a replica kept
+current by ``replicas``; retries before the first byte) or ``disagg`` (prefill → decode) →
+``upstream`` (Triton HTTP or gRPC) → SSE/JSON back, observed by ``metrics``. ``command`` runs it
+(``tritonstack router``); ``settings`` is the spec's ``router:`` section.
+"""

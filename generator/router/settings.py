@@ -12,27 +12,32 @@ from pydantic import Field
 
 from generator.spec_base import Closed, Port
 
-__all__ = ["RouterSettings", "Policy"]
+__all__ = ["Policy", "RouterSettings"]
 
 Policy = Literal["least_inflight", "round_robin", "session_affinity", "prefix_aware"]
 Seconds = Annotated[float, Field(gt=0)]
 
 
 class RouterSettings(Closed):
-    bind: str = Field(default="127.0.0.1", description="Listen address; loopback unless you mean to expose it")
+    bind: str = Field(
+        default="127.0.0.1", description="Listen address; loopback unless you mean to expose it"
+    )
     port: Port = 9000
     workers: Annotated[int, Field(ge=1, le=256)] = Field(
-        default=1, description="Router processes sharing the port (SO_REUSEPORT); one event loop caps a few k req/s"
+        default=1,
+        description="Router processes sharing the port (SO_REUSEPORT); one event loop caps a few k req/s",
     )
     policy: Policy = "least_inflight"
-    upstream: Literal["grpc", "http"] = Field(
-        default="grpc",
-        description="How the router talks to Triton: gRPC stream (cancellation, binary tensors) or HTTP generate_stream",
+    upstream: Literal["http", "grpc"] = Field(
+        default="http",
+        description="How the router talks to Triton: HTTP generate_stream (half the router CPU per token, "
+        "measured in benchmarks/router_overhead.py) or the gRPC stream",
     )
     # Session affinity: header first, then the OpenAI `user` field.
     session_header: str = "x-session-id"
     affinity_load_factor: Annotated[float, Field(ge=1.0)] = Field(
-        default=1.25, description="Bounded-load consistent hashing: a replica takes at most factor × average load"
+        default=1.25,
+        description="Bounded-load consistent hashing: a replica takes at most factor × average load",
     )
     # Approximate prefix-aware routing.
     prefix_block_tokens: Annotated[int, Field(ge=1)] = 16
@@ -40,16 +45,21 @@ class RouterSettings(Closed):
         default=65536, description="Bounded memory: LRU of remembered prompt-prefix blocks per model"
     )
     prefix_load_slack: Annotated[int, Field(ge=0)] = Field(
-        default=4, description="Load guard: prefer a cache hit only while its replica has at most this many more in flight"
+        default=4,
+        description="Load guard: prefer a cache hit only while its replica has at most this many more in flight",
     )
     # Admission control.
     max_inflight_per_replica: Annotated[int, Field(ge=1)] = 64
-    max_queue: Annotated[int, Field(ge=0)] = Field(default=256, description="Requests waiting for a slot before 429")
+    max_queue: Annotated[int, Field(ge=0)] = Field(
+        default=256, description="Requests waiting for a slot before 429"
+    )
     queue_timeout_s: Seconds = Field(default=5.0, description="Longest wait for a slot before 503")
     retry_after_s: Annotated[int, Field(ge=1)] = 1
     # Deadlines.
     connect_timeout_s: Seconds = 2.0
-    first_token_timeout_s: Seconds = Field(default=60.0, description="From dispatch to the first upstream response")
+    first_token_timeout_s: Seconds = Field(
+        default=60.0, description="From dispatch to the first upstream response"
+    )
     token_timeout_s: Seconds = Field(default=30.0, description="Longest gap between two upstream responses")
     request_timeout_s: Seconds = Field(default=600.0, description="Whole request, all phases")
     prefill_timeout_s: Seconds = Field(default=60.0, description="Disaggregated context phase")
@@ -59,10 +69,16 @@ class RouterSettings(Closed):
     )
     eject_after_failures: Annotated[int, Field(ge=1)] = 3
     health_interval_s: Seconds = 1.0
-    load_scrape_interval_s: Seconds = Field(default=2.0, description="Triton /metrics scrape for load correction")
+    load_scrape_interval_s: Seconds = Field(
+        default=2.0, description="Triton /metrics scrape for load correction"
+    )
     dns_refresh_s: Seconds = 10.0
-    drain_timeout_s: Seconds = Field(default=30.0, description="SIGTERM: finish in-flight requests for this long")
+    drain_timeout_s: Seconds = Field(
+        default=30.0, description="SIGTERM: finish in-flight requests for this long"
+    )
     # Security.
-    api_keys_env: str | None = Field(default=None, description="Environment variable holding comma-separated keys")
+    api_keys_env: str | None = Field(
+        default=None, description="Environment variable holding comma-separated keys"
+    )
     api_keys_file: str | None = Field(default=None, description="File with one API key per line")
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576

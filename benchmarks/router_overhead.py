@@ -1,0 +1,322 @@
+"""Benchmark: what the router costs in front of Triton, next to a plain nginx reverse proxy.
+
+Bar (issue 3): router p50 TTFT overhead under 1 ms at concurrency 1, and at concurrency 64 at least
+85 % of direct output tokens/s.
+
+One run, one tritonserver (the quickstart's ``chat`` pool replica 0, reference engine at full CPU
+speed), the same load at concurrency 1, 16 and 64 (streaming, ``--max-tokens`` each), through:
+
+* ``direct``: Triton HTTP ``generate_stream`` of ``tiny-chat_ensemble``;
+* ``direct-grpc``: Triton gRPC ``ModelStreamInfer`` (the router's default upstream transport);
+* ``nginx``: the same ``generate_stream`` through nginx (Debian package) as a plain reverse proxy;
+* ``router``: ``POST /v1/completions`` with ``stream: true`` through ``tritonstack router`` with
+  its default HTTP ``generate_stream`` upstream, and ``router-grpc`` (gRPC stream upstream).
+
+TTFT is request start → first SSE event carrying text; tokens/s is streamed text events / wall time.
+The load generator (aiohttp) is the same for every path. Figures from a shared 2-core machine are
+for comparison within one run only.
+
+    .venv/bin/python benchmarks/router_overhead.py [--max-tokens 32] [--requests 64] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from generator.pipeline import build
+from generator.render.options import RenderOptions
+from generator.render.routes import local_routes
+from generator.router.config import Endpoint
+from generator.router.upstream import GenerateCall, GrpcUpstream
+from generator.runtime.launcher import Launcher, LaunchSettings
+from generator.runtime.tritonserver import find_tritonserver
+from generator.write import write_output
+
+SPEC = ROOT / "examples" / "quickstart.yaml"
+TRITON_MODEL = "tiny-chat_ensemble"
+PROMPT = "The quick brown fox jumps over the lazy dog"
+
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+  upstream triton {{ server 127.0.0.1:{upstream}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://triton;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+Sample = tuple[float, int]  # (TTFT seconds, text events)
+OneRequest = Callable[[], Awaitable[Sample]]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def sse_request(session: aiohttp.ClientSession, url: str, body: dict[str, Any], text_of) -> Sample:
+    start = time.perf_counter()
+    ttft, events = 0.0, 0
+    async with session.post(url, json=body) as reply:
+        if reply.status != 200:
+            raise RuntimeError(f"{url}: HTTP {reply.status}: {(await reply.text())[:200]}")
+        async for line in reply.content:
+            if not line.startswith(b"data: {"):
+                continue
+            if text_of(json.loads(line[6:])):
+                events += 1
+                if events == 1:
+                    ttft = time.perf_counter() - start
+    return ttft, events
+
+
+def triton_text(event: dict[str, Any]) -> str:
+    return event.get("text_output", "")
+
+
+def openai_text(event: dict[str, Any]) -> str:
+    choices = event.get("choices") or [{}]
+    return choices[0].get("text", "")
+
+
+async def run_level(one: OneRequest, concurrency: int, requests: int) -> dict[str, float]:
+    samples: list[Sample] = []
+    queue = iter(range(requests))
+
+    async def worker() -> None:
+        for _ in queue:
+            samples.append(await one())
+
+    await one()  # warm connections and caches
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return _figures(samples, time.perf_counter() - start)
+
+
+def _figures(samples: list[Sample], wall: float) -> dict[str, float]:
+    ttfts = sorted(s[0] for s in samples)
+    return {
+        "ttft_p50_ms": 1000 * statistics.median(ttfts),
+        "ttft_p99_ms": 1000 * ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+        "tokens_per_s": sum(s[1] for s in samples) / wall,
+        "requests": len(samples),
+    }
+
+
+async def run_alternating(paths: dict[str, OneRequest], requests: int) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[Sample]] = {name: [] for name in paths}
+    walls = dict.fromkeys(paths, 0.0)
+    for one in paths.values():
+        await one()  # warm up
+    for _ in range(requests):
+        for name, one in paths.items():
+            start = time.perf_counter()
+            samples[name].append(await one())
+            walls[name] += time.perf_counter() - start
+    return {name: _figures(samples[name], walls[name]) for name in paths}
+
+
+async def measure(
+    paths: dict[str, Callable[[aiohttp.ClientSession, GrpcUpstream], OneRequest]],
+    levels: list[int],
+    requests: int,
+) -> dict[str, dict[int, dict[str, float]]]:
+    results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in paths}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=300)
+    ) as session:
+        grpc_client = GrpcUpstream(5.0)
+        try:
+            for concurrency in levels:
+                count = max(requests, 4 * concurrency) if concurrency > 1 else requests
+                if concurrency == 1:  # request by request across paths: machine noise hits every path alike
+                    figures = await run_alternating(
+                        {n: make(session, grpc_client) for n, make in paths.items()}, count
+                    )
+                    for name in paths:
+                        results[name][1] = figures[name]
+                        print(f"  c=1   {name:<12} {figures[name]}", flush=True)
+                    continue
+                for name, make in paths.items():  # one path after the other within a level
+                    results[name][concurrency] = await run_level(
+                        make(session, grpc_client), concurrency, count
+                    )
+                    print(f"  c={concurrency:<3} {name:<12} {results[name][concurrency]}", flush=True)
+        finally:
+            await grpc_client.close()
+    return results
+
+
+def start_router(routes: Path, upstream: str, workdir: Path) -> tuple[subprocess.Popen[str], str]:
+    text = re.sub(r"(?m)^  upstream: \w+$", f"  upstream: {upstream}", routes.read_text())
+    text = text.replace("max_inflight_per_replica: 64", "max_inflight_per_replica: 256")
+    config = workdir / f"routes-{upstream}.yaml"
+    config.write_text(text)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "generator.router.command", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("tritonstack router: "):
+        os.killpg(process.pid, signal.SIGKILL)
+        raise RuntimeError("router did not start")
+    return process, line.split()[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--requests", type=int, default=64, help="requests per level (at least 4 × concurrency)"
+    )
+    parser.add_argument("--levels", default="1,16,64")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    levels = [int(x) for x in args.levels.split(",")]
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        print("nginx not found: apt-get install -y nginx", file=sys.stderr)
+        return 1
+
+    workdir = Path(tempfile.mkdtemp(prefix="router-overhead-"))
+    out = workdir / "build"
+    built = build(SPEC, out, reference_engine=True)
+    write_output(built.files, out)
+    launcher = Launcher(built.stack, out, find_tritonserver(), workdir / "logs", LaunchSettings())
+    children: list[subprocess.Popen[Any]] = []
+    try:
+        launcher.start()
+        launcher.wait_ready()
+        replica = next(r for r in launcher.replicas if r.pool == "chat")
+        endpoint = Endpoint(
+            host="127.0.0.1", http=replica.http_port, grpc=replica.grpc_port, metrics=replica.metrics_port
+        )
+        endpoints = launcher.endpoints()
+        endpoints["chat"] = [endpoints["chat"][0]]  # every path talks to the same single server
+        routes = out / "router" / "routes.yaml"
+        routes.parent.mkdir(parents=True, exist_ok=True)
+        routes.write_bytes(local_routes(built.stack, endpoints, RenderOptions(SPEC.parent, out)))
+
+        nginx_port = free_port()
+        (workdir / "nginx").mkdir()
+        conf = workdir / "nginx" / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(prefix=workdir / "nginx", upstream=endpoint.http, port=nginx_port))
+        children.append(
+            subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir / "nginx")], start_new_session=True)
+        )
+        router_http, http_url = start_router(routes, "http", workdir)
+        children.append(router_http)
+        router_grpc, grpc_url = start_router(routes, "grpc", workdir)
+        children.append(router_grpc)
+        time.sleep(1.0)  # nginx and the routers' first readiness poll
+
+        triton_body = {"text_input": PROMPT, "max_tokens": args.max_tokens, "stream": True}
+        openai_body = {"model": "tiny-chat", "prompt": PROMPT, "max_tokens": args.max_tokens, "stream": True}
+        direct_url = f"http://127.0.0.1:{endpoint.http}/v2/models/{TRITON_MODEL}/generate_stream"
+        nginx_url = f"http://127.0.0.1:{nginx_port}/v2/models/{TRITON_MODEL}/generate_stream"
+
+        async def grpc_one(client: GrpcUpstream) -> Sample:
+            start, ttft, events = time.perf_counter(), 0.0, 0
+            call = GenerateCall(TRITON_MODEL, dict(triton_body), "bench")
+            async for response in client.generate(endpoint, call):
+                if response.text:
+                    events += 1
+                    if events == 1:
+                        ttft = time.perf_counter() - start
+            return ttft, events
+
+        paths: dict[str, Callable[[aiohttp.ClientSession, GrpcUpstream], OneRequest]] = {
+            "direct": lambda s, g: lambda: sse_request(s, direct_url, triton_body, triton_text),
+            "direct-grpc": lambda s, g: lambda: grpc_one(g),
+            "nginx": lambda s, g: lambda: sse_request(s, nginx_url, triton_body, triton_text),
+            "router": lambda s, g: (
+                lambda: sse_request(s, http_url + "/v1/completions", openai_body, openai_text)
+            ),
+            "router-grpc": lambda s, g: (
+                lambda: sse_request(s, grpc_url + "/v1/completions", openai_body, openai_text)
+            ),
+        }
+        results = asyncio.run(measure(paths, levels, args.requests))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                try:
+                    child.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)
+                    child.wait()
+        launcher.stop()
+
+    print(f"\nstreaming, max_tokens={args.max_tokens}, one tritonserver (reference engine)")
+    print(
+        f"{'path':<12} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} {'tok/s ratio':>11}"
+    )
+    for name, by_level in results.items():
+        for concurrency, figures in by_level.items():
+            base = results["direct"][concurrency]
+            delta = figures["ttft_p50_ms"] - base["ttft_p50_ms"]
+            ratio = figures["tokens_per_s"] / base["tokens_per_s"]
+            print(
+                f"{name:<12} {concurrency:>3} {figures['ttft_p50_ms']:>12.2f} {figures['ttft_p99_ms']:>12.2f} "
+                f"{figures['tokens_per_s']:>9.0f} {delta:>+9.2f} {ratio:>11.2f}"
+            )
+    c1, c64 = results["router"].get(1), results["router"].get(64)
+    verdict = []
+    if c1:
+        verdict.append(
+            f"c=1 p50 TTFT overhead {c1['ttft_p50_ms'] - results['direct'][1]['ttft_p50_ms']:+.2f} ms (bar < 1 ms)"
+        )
+    if c64:
+        verdict.append(
+            f"c=64 throughput {c64['tokens_per_s'] / results['direct'][64]['tokens_per_s']:.0%} of direct (bar ≥ 85 %)"
+        )
+    print("; ".join(verdict))
+    if args.json:
+        args.json.write_text(json.dumps({"max_tokens": args.max_tokens, "results": results}, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,558 @@
+"""The router as a bare ASGI application (uvicorn runs it).
+
+A bare ASGI callable, not a framework router: per-request framework cost is what caps one Python
+event loop (routers-and-disaggregation.md §5.1: a raw ASGI app on uvicorn relays ~2× the requests of
+Starlette per core). Everything it needs comes in as arguments: the routes, the upstream client,
+the clocks and the tokenizer loader; resources start in the ASGI lifespan, not at import.
+
+Served paths: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
+``GET /health`` (live), ``GET /ready`` (every model has a ready replica in each pool it needs),
+``GET /metrics``. Anything else is 404: Triton's own endpoints (model control, shared memory,
+logging) are never reachable through the router.
+
+Disconnects: uvicorn silently drops writes to a closed connection, so each inference request runs
+next to a watcher of ``http.disconnect`` that cancels it; cancellation closes the upstream stream,
+which cancels the request inside Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from generator.router.admission import Admission
+from generator.router.auth import ApiKeys, load_api_keys
+from generator.router.config import Aggregated, ModelRoute, Routes
+from generator.router.disagg import DisaggregatedFlow
+from generator.router.dispatch import Dispatcher, PoolTarget
+from generator.router.metrics import RouterMetrics
+from generator.router.policies import Hints, block_hashes, make_policy
+from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
+from generator.router.replicas import PoolState, ReplicaMonitor
+from generator.router.tokens import ModelTokenizer, TokenizerLoader, load_tokenizer
+from generator.router.upstream import GenerateCall, Response, Upstream
+
+__all__ = ["RouterApp"]
+
+log = logging.getLogger("tritonstack.router")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    route: ModelRoute
+    tokenizer: ModelTokenizer
+    pool_label: str
+    pools: tuple[PoolState, ...]
+    aggregated: PoolTarget | None = None
+    triton_model: str = ""
+    disaggregated: DisaggregatedFlow | None = None
+
+
+class RouterApp:
+    def __init__(
+        self,
+        routes: Routes,
+        upstream: Upstream,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        tokenizer_loader: TokenizerLoader = load_tokenizer,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.routes = routes
+        self.upstream = upstream
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.tokenizer_loader = tokenizer_loader
+        self.environ = environ
+        self.pools: dict[str, PoolState] = {}
+        self.models: dict[str, ModelEntry] = {}
+        self.metrics = RouterMetrics(lambda: list(self.pools.values()))
+        self.keys: ApiKeys = load_api_keys(routes.router, environ)
+        self.monitor: ReplicaMonitor | None = None
+        self.draining = False
+        self._tokenizers: dict[tuple[str, bool], ModelTokenizer] = {}
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def startup(self) -> None:
+        await self._install(self.routes)
+
+    async def shutdown(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.stop()
+        await self.upstream.close()
+
+    async def reload(self, routes: Routes) -> None:
+        """Swap in new routes. Requests in flight keep the pool and replica objects they hold;
+        pools and replicas that survive the reload keep their counters."""
+        await self._install(routes)
+        log.info("router config reloaded: %d models, %d pools", len(self.models), len(self.pools))
+
+    async def _install(self, routes: Routes) -> None:
+        keys = load_api_keys(routes.router, self.environ)
+        tokenizers = {}
+        for name, model in routes.models.items():
+            key = (model.tokenizer_dir, model.add_special_tokens)
+            if key not in self._tokenizers and key not in tokenizers:
+                raw = await asyncio.to_thread(self.tokenizer_loader, model.tokenizer_dir)
+                tokenizers[key] = ModelTokenizer(raw, model.add_special_tokens)
+        self._tokenizers.update(tokenizers)
+        settings = routes.router
+        pools = {
+            name: self.pools.get(name) or PoolState(name=name, role=route.role)
+            for name, route in routes.pools.items()
+        }
+        for name, route in routes.pools.items():
+            pools[name].role = route.role
+        dispatcher = Dispatcher(self.upstream, Admission(settings), settings, self.metrics)
+        policies = {name: make_policy(settings.policy, settings) for name in pools}
+        models = {}
+        for name, model in routes.models.items():
+            tokenizer = self._tokenizers[(model.tokenizer_dir, model.add_special_tokens)]
+            serving = model.serving
+            if isinstance(serving, Aggregated):
+                pool = pools[serving.pool]
+                models[name] = ModelEntry(
+                    name,
+                    model,
+                    tokenizer,
+                    pool.name,
+                    (pool,),
+                    aggregated=PoolTarget(pool, policies[pool.name]),
+                    triton_model=serving.triton_model,
+                )
+            else:
+                prefill, decode = pools[serving.prefill.pool], pools[serving.decode.pool]
+                flow = DisaggregatedFlow(
+                    dispatcher,
+                    self.metrics,
+                    PoolTarget(prefill, policies[prefill.name]),
+                    serving.prefill.triton_model,
+                    PoolTarget(decode, policies[decode.name]),
+                    serving.decode.triton_model,
+                    settings.prefill_timeout_s,
+                    self.clock,
+                )
+                models[name] = ModelEntry(
+                    name,
+                    model,
+                    tokenizer,
+                    f"{prefill.name}+{decode.name}",
+                    (prefill, decode),
+                    disaggregated=flow,
+                )
+        old_monitor = self.monitor
+        monitor = ReplicaMonitor(pools, dict(routes.pools), self.upstream, settings)
+        await monitor.refresh_membership()
+        await monitor.check_health()
+        # Swap everything at once: a request sees either the old table or the new one.
+        self.routes, self.keys, self.pools, self.models = routes, keys, pools, models
+        self.dispatcher, self.monitor = dispatcher, monitor
+        if old_monitor is not None:
+            await old_monitor.stop()
+        await monitor.start()
+
+    # ------------------------------------------------------------------------------ ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 (any startup failure is reported to uvicorn, which exits non-zero)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        headers = dict(scope["headers"])
+        raw_id = headers.get(b"x-request-id", b"")
+        request_id = raw_id.decode() if _REQUEST_ID.match(raw_id) else uuid.uuid4().hex
+        echo = [(b"x-request-id", request_id.encode())]
+        if path in ("/v1/chat/completions", "/v1/completions"):
+            if method != "POST":
+                await _send_json(send, 405, error_body(ApiError(405, f"use POST for {path}")), echo)
+                return
+            await self._generate(
+                scope, receive, send, headers, request_id, echo, path == "/v1/chat/completions"
+            )
+            return
+        if method != "GET":
+            await _send_json(
+                send,
+                405 if path in _GET_PATHS else 404,
+                error_body(ApiError(404, f"no route for {method} {path}")),
+                echo,
+            )
+            return
+        if path == "/health":
+            await _send_json(send, 200, b'{"status":"ok"}', echo)
+        elif path == "/ready":
+            status, body = self._readiness()
+            await _send_json(send, status, orjson.dumps(body), echo)
+        elif path == "/metrics":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8"), *echo],
+                }
+            )
+            await send({"type": "http.response.body", "body": self.metrics.exposition()})
+        elif path == "/v1/models":
+            if not self.keys.allows(headers.get(b"authorization")):
+                await _send_error(send, _unauthorized(), echo)
+                return
+            created = int(self.wall_clock())
+            data = [
+                {"id": n, "object": "model", "created": created, "owned_by": "tritonstack"}
+                for n in self.models
+            ]
+            await _send_json(send, 200, orjson.dumps({"object": "list", "data": data}), echo)
+        else:
+            await _send_json(send, 404, error_body(ApiError(404, f"no route for GET {path}")), echo)
+
+    def _readiness(self) -> tuple[int, dict[str, Any]]:
+        models = {name: all(p.ready_count > 0 for p in entry.pools) for name, entry in self.models.items()}
+        ready = bool(models) and all(models.values()) and not self.draining
+        return (200 if ready else 503), {"ready": ready, "draining": self.draining, "models": models}
+
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        limit = self.routes.router.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body over {limit} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body over {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _generate(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        echo: list[tuple[bytes, bytes]],
+        chat: bool,
+    ) -> None:
+        arrived = self.clock()
+        model_label, pool_label = "", ""
+        try:
+            if not self.keys.allows(headers.get(b"authorization")):
+                raise _unauthorized()
+            if self.draining:
+                raise ApiError(503, "the router is shutting down", "server_error", retry_after=1)
+            request = parse_request(await self._read_body(receive, headers), chat)
+            entry = self.models.get(request.model)
+            if entry is None:
+                raise ApiError(
+                    404,
+                    f"model {request.model!r} does not exist; GET /v1/models lists the models",
+                    param="model",
+                    code="model_not_found",
+                )
+            model_label, pool_label = entry.name, entry.pool_label
+            call, hints, prompt_tokens = await self._prepare(entry, request, request_id, headers)
+        except ApiError as error:
+            self.metrics.requests.labels(model_label, pool_label, str(error.status)).inc()
+            await _send_error(send, error, echo)
+            return
+        except asyncio.CancelledError:
+            return  # the client left while sending the body
+        exchange = _Exchange(
+            self, entry, request, request_id, call, hints, prompt_tokens, arrived, send, echo
+        )
+        await _run_until_disconnect(
+            receive, exchange.respond(), lambda: self.metrics.client_disconnects.labels(entry.name).inc()
+        )
+        self.metrics.requests.labels(entry.name, entry.pool_label, str(exchange.status)).inc()
+
+    async def _prepare(
+        self, entry: ModelEntry, request: OpenAIRequest, request_id: str, headers: dict[bytes, bytes]
+    ) -> tuple[GenerateCall, Hints, int]:
+        route = entry.route
+        if request.chat and not route.chat:
+            raise ApiError(400, f"model {entry.name!r} does not accept chat requests; use /v1/completions")
+        if request.stream and not route.streaming:
+            raise ApiError(
+                400, f"model {entry.name!r} is served without streaming; set stream to false", param="stream"
+            )
+        max_tokens = request.max_tokens or (
+            route.max_output_len if request.chat else min(16, route.max_output_len)
+        )
+        if max_tokens > route.max_output_len:
+            raise ApiError(
+                400,
+                f"max_tokens {max_tokens} exceeds this model's limit of {route.max_output_len}",
+                param="max_tokens",
+            )
+        try:
+            ids = await entry.tokenizer.prompt_ids(request.prompt, request.messages)
+        except (ValueError, TypeError, KeyError) as exc:  # e.g. no chat template, template rejects roles
+            raise ApiError(
+                400, f"cannot build the prompt for model {entry.name!r}: {exc}", param="messages"
+            ) from None
+        if len(ids) > route.max_input_len:
+            raise ApiError(
+                400,
+                f"the prompt has {len(ids)} tokens; model {entry.name!r} accepts at most "
+                f"{route.max_input_len}",
+                param="messages" if request.chat else "prompt",
+                code="context_length_exceeded",
+            )
+        request.max_tokens = max_tokens
+        inputs: dict[str, Any] = {
+            "text_input": request.prompt or "",
+            "max_tokens": max_tokens,
+            "stream": request.stream,
+        }
+        if request.messages is not None:
+            inputs["messages"] = orjson.dumps(request.messages).decode()
+        if request.temperature is not None:
+            inputs["temperature"] = request.temperature
+        if request.top_p is not None:
+            inputs["top_p"] = request.top_p
+        if request.seed is not None:
+            inputs[route.seed_input] = request.seed
+        if request.stop:
+            inputs["stop_words"] = list(request.stop)
+        if route.token_count_outputs:
+            inputs["return_num_input_tokens"] = True
+            inputs["return_num_output_tokens"] = True
+        settings = self.routes.router
+        session = headers.get(settings.session_header.lower().encode())
+        hints = Hints(
+            session=session.decode(errors="replace") if session else request.user,
+            blocks=block_hashes(ids, settings.prefix_block_tokens)
+            if settings.policy == "prefix_aware"
+            else (),
+        )
+        return GenerateCall(model="", inputs=inputs, request_id=request_id), hints, len(ids)
+
+
+class _Exchange:
+    """One inference request from dispatch to the last byte; remembers the status it ended with."""
+
+    def __init__(
+        self,
+        app: RouterApp,
+        entry: ModelEntry,
+        request: OpenAIRequest,
+        request_id: str,
+        call: GenerateCall,
+        hints: Hints,
+        prompt_tokens: int,
+        arrived: float,
+        send: Send,
+        echo: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.app, self.entry, self.request, self.call, self.hints = app, entry, request, call, hints
+        self.prompt_tokens, self.arrived, self.send, self.echo = prompt_tokens, arrived, send, echo
+        self.shaper = Shaper(request, request_id, int(app.wall_clock()))
+        self.status = 499  # until proven otherwise: the client went away
+        self.started = False
+
+    def _responses(self) -> AsyncIterator[Response]:
+        entry = self.entry
+        if entry.aggregated is not None:
+            return self.app.dispatcher.stream(
+                entry.aggregated, replace(self.call, model=entry.triton_model), self.hints
+            )
+        assert entry.disaggregated is not None
+        return entry.disaggregated.run(entry.name, self.call, self.hints, self.request.stream, self._finished)
+
+    def _finished(self, context: Response) -> bool:
+        """Did the prefill phase already end the request?"""
+        if self.request.max_tokens == 1:
+            return True
+        if context.output_ids and context.output_ids[-1] in self.entry.tokenizer.end_ids:
+            return True
+        text = context.text.rstrip()
+        return any(text.endswith(stop) for stop in self.request.stop)
+
+    def _usage(self, text: str, last: Response | None) -> dict[str, int]:
+        prompt = last.num_input_tokens if last and last.num_input_tokens is not None else self.prompt_tokens
+        completion = (
+            last.num_output_tokens
+            if last and last.num_output_tokens is not None
+            else self.entry.tokenizer.count(text)
+        )
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def respond(self) -> None:
+        metrics, model, clock = self.app.metrics, self.entry.name, self.app.clock
+        itl = metrics.itl.labels(model)
+        pieces: list[str] = []
+        last: Response | None = None
+        counts: Response | None = None
+        previous = self.arrived
+        try:
+            async with asyncio.timeout(self.app.routes.router.request_timeout_s):
+                async with aclosing(self._responses()) as responses:
+                    async for response in responses:
+                        last = response
+                        if response.num_output_tokens is not None or response.num_input_tokens is not None:
+                            counts = response
+                        pieces.append(response.text)
+                        if not self.request.stream:
+                            continue
+                        now = clock()
+                        if not self.started:
+                            await self._start_stream()
+                            metrics.ttft.labels(model).observe(now - self.arrived)
+                        elif response.text:
+                            itl.observe(now - previous)
+                        previous = now
+                        if response.text:
+                            await self.send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": self.shaper.text_event(response.text),
+                                    "more_body": True,
+                                }
+                            )
+        except ApiError as error:
+            await self._fail(error)
+            return
+        except TimeoutError:
+            await self._fail(
+                ApiError(504, f"request exceeded {self.app.routes.router.request_timeout_s}s", "server_error")
+            )
+            return
+        text = "".join(pieces)
+        usage = self._usage(text, counts or last)
+        finish = "length" if usage["completion_tokens"] >= (self.request.max_tokens or 0) else "stop"
+        metrics.prompt_tokens.labels(model).inc(usage["prompt_tokens"])
+        metrics.generated_tokens.labels(model).inc(usage["completion_tokens"])
+        self.status = 200
+        if self.request.stream:
+            if not self.started:
+                await self._start_stream()
+                metrics.ttft.labels(model).observe(clock() - self.arrived)
+            tail = sse(self.shaper.chunk("", finish, with_usage_key=self.request.include_usage))
+            if self.request.include_usage:
+                tail += sse(self.shaper.usage_chunk(usage))
+            await self.send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+        else:
+            body = orjson.dumps(self.shaper.complete(text, finish, usage))
+            await _send_json(self.send, 200, body, self.echo)
+            metrics.ttft.labels(model).observe(clock() - self.arrived)
+        metrics.e2e.labels(model).observe(clock() - self.arrived)
+
+    async def _start_stream(self) -> None:
+        self.started = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    *self.echo,
+                ],
+            }
+        )
+
+    async def _fail(self, error: ApiError) -> None:
+        self.status = error.status
+        if self.started:  # headers are out: the only way left to tell the client is an error event
+            payload = {
+                "error": {"message": error.message, "type": error.kind, "param": None, "code": error.code}
+            }
+            await self.send({"type": "http.response.body", "body": sse(payload) + b"data: [DONE]\n\n"})
+        else:
+            await _send_error(self.send, error, self.echo)
+
+
+_GET_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/models"})
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "missing or invalid API key (send Authorization: Bearer <key>)",
+        "authentication_error",
+        code="invalid_api_key",
+    )
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [_JSON, *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, error: ApiError, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = list(extra)
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    await _send_json(send, error.status, error_body(error), headers)
+
+
+async def _run_until_disconnect(
+    receive: Receive, work: Awaitable[None], on_disconnect: Callable[[], None]
+) -> None:
+    """Run ``work``; if the client disconnects first, cancel it (which cancels upstream work)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        on_disconnect()
+    finally:
+        watcher.cancel()

@@ -1,0 +1,217 @@
+"""``tritonstack router``: serve a rendered ``routes.yaml`` on one port.
+
+Signals: SIGTERM/SIGINT drain (``/ready`` turns 503, new requests get 503, the listening socket
+closes, requests in flight finish within ``drain_timeout_s``); SIGHUP re-reads the config and swaps
+it in without dropping requests (a broken file is reported and the old config stays).
+
+``--workers N`` starts N processes that each bind the port with ``SO_REUSEPORT``, so the kernel
+spreads connections and one node's router is not capped by one event loop. The parent forwards
+SIGHUP/SIGTERM to them and exits with the first non-zero status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from generator.errors import TritonstackError
+from generator.router.app import RouterApp
+from generator.router.config import Routes, load_routes
+from generator.router.upstream import GrpcUpstream, HttpUpstream, Upstream
+
+__all__ = ["HELP", "bind_socket", "configure", "main", "make_upstream", "run"]
+
+HELP = "serve the OpenAI-compatible router over the stack's Triton pools"
+
+log = logging.getLogger("tritonstack.router")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, type=Path, help="routes.yaml rendered by `tritonstack render`"
+    )
+    parser.add_argument("--host", default=None, help="listen address (default: router.bind from the config)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="listen port, 0 for any free one (default: router.port)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes sharing the port (default: router.workers)"
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+def make_upstream(routes: Routes) -> Upstream:
+    settings = routes.router
+    if settings.upstream == "http":
+        return HttpUpstream(settings.connect_timeout_s)
+    return GrpcUpstream(settings.connect_timeout_s)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, told about the drain first so /ready and new requests see it."""
+
+    def __init__(self, config: uvicorn.Config, app: RouterApp, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.router_app = app
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.on_started()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.router_app.draining = True
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True  # not re-raised after shutdown: a drained router exits 0
+
+
+async def _reload(app: RouterApp, path: Path) -> None:
+    try:
+        routes = await asyncio.to_thread(load_routes, path)
+        await app.reload(routes)
+    except TritonstackError as exc:
+        log.error("SIGHUP: keeping the current config: %s", exc)
+
+
+def _serve(config_path: Path, sock: socket.socket, log_level: str, on_started: Callable[[], None]) -> int:
+    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(name)s %(message)s")
+    routes = load_routes(config_path)
+    app = RouterApp(routes, make_upstream(routes))
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(routes.router.drain_timeout_s),
+        backlog=4096,
+    )
+    server = _DrainingServer(config, app, on_started)
+
+    # uvicorn restores the handlers it found once it has drained; make those "ignore", so a second
+    # SIGTERM (e.g. to the process group and forwarded by a --workers parent) cannot cut the exit short.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(app, config_path)))
+        await server.serve(sockets=[sock])
+
+    try:
+        import uvloop
+
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
+    return 0 if server.started else 1
+
+
+def _worker(config_path: Path, host: str, port: int, log_level: str, started: Any) -> None:
+    sock = bind_socket(host, port)
+    sys.exit(_serve(config_path, sock, log_level, started.set))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        routes = load_routes(args.config)
+        settings = routes.router
+        host = args.host or settings.bind
+        port = settings.port if args.port is None else args.port
+        workers = args.workers or settings.workers
+        sock = bind_socket(host, port)
+    except TritonstackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {args.host or routes.router.bind}:{port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    if workers == 1:
+        try:
+            host, port = sock.getsockname()[:2]
+            announce = f"tritonstack router: http://{host}:{port}"
+            return _serve(args.config, sock, args.log_level, lambda: print(announce, flush=True))
+        except TritonstackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return _run_workers(args.config, sock, workers, args.log_level)
+
+
+def _run_workers(config_path: Path, sock: socket.socket, workers: int, log_level: str) -> int:
+    # The parent holds the bound (not listening) socket so port 0 resolves once for every worker.
+    host, port = sock.getsockname()[:2]
+    context = multiprocessing.get_context("spawn")
+    started = [context.Event() for _ in range(workers)]
+    children = [
+        context.Process(target=_worker, args=(config_path, host, port, log_level, event)) for event in started
+    ]
+    for child in children:
+        child.start()
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    # Announce once every worker listens (or one of them died trying).
+    while not all(e.is_set() for e in started) and all(c.is_alive() for c in children):
+        time.sleep(0.05)
+    if all(e.is_set() for e in started):
+        print(f"tritonstack router: http://{host}:{port} ({workers} workers)", flush=True)
+    else:  # a worker could not start: do not run short-handed
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+    status = 0
+    for child in children:
+        child.join()
+        if child.exitcode:
+            print(
+                f"tritonstack router: worker {child.pid} exited with {child.exitcode}",
+                file=sys.stderr,
+                flush=True,
+            )
+        status = status or (child.exitcode or 0)
+    sock.close()
+    return 0 if status == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tritonstack router", description=HELP)
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

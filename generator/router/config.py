@@ -1,0 +1,166 @@
+"""``routes.yaml``: what the router serves and where, as the generator renders it.
+
+The file is self-describing: models → how each is served (one aggregated pool, or a prefill +
+decode pair, with the Triton model names to call) → pools → replica endpoints (static hosts, or a
+DNS name such as a Kubernetes headless Service that resolves to every replica).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from generator import yamlio
+from generator.errors import RuntimeSetupError
+from generator.router.settings import RouterSettings
+from generator.spec_base import Closed, Port, PositiveInt
+
+__all__ = [
+    "ROUTES_API_VERSION",
+    "Aggregated",
+    "Disaggregated",
+    "DnsEndpoints",
+    "Endpoint",
+    "ModelRoute",
+    "Phase",
+    "PoolRoute",
+    "Routes",
+    "load_routes",
+    "parse_routes",
+]
+
+ROUTES_API_VERSION = "tritonstack/routes-v1"
+
+
+class Endpoint(Closed):
+    """One tritonserver replica."""
+
+    host: str
+    http: Port
+    grpc: Port
+    metrics: Port
+
+
+class DnsEndpoints(Closed):
+    """A name that resolves to every replica (every address gets the same ports)."""
+
+    name: str
+    http: Port = 8000
+    grpc: Port = 8001
+    metrics: Port = 8002
+
+
+class PoolRoute(Closed):
+    role: Literal["aggregated", "prefill", "decode"]
+    endpoints: list[Endpoint] = Field(default_factory=list)
+    dns: DnsEndpoints | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PoolRoute:
+        if bool(self.endpoints) == (self.dns is not None):
+            raise ValueError(
+                "give exactly one of endpoints (static replicas) or dns (a name resolving to them)"
+            )
+        return self
+
+
+class Phase(Closed):
+    pool: str
+    triton_model: str
+
+
+class Aggregated(Closed):
+    kind: Literal["aggregated"] = "aggregated"
+    pool: str
+    triton_model: str
+
+
+class Disaggregated(Closed):
+    kind: Literal["disaggregated"] = "disaggregated"
+    prefill: Phase
+    decode: Phase
+
+
+class ModelRoute(Closed):
+    tokenizer_dir: str
+    max_input_len: PositiveInt
+    max_output_len: PositiveInt
+    chat: bool = True
+    streaming: bool = True
+    add_special_tokens: bool = True
+    # Input/output names differ by Triton release (see catalogs/triton_releases.yaml).
+    seed_input: Literal["seed", "random_seed"] = "seed"
+    token_count_outputs: bool = Field(
+        default=True, description="The target returns num_input_tokens/num_output_tokens (>= 25.06)"
+    )
+    serving: Annotated[Aggregated | Disaggregated, Field(discriminator="kind")]
+
+
+class Routes(Closed):
+    api_version: Literal["tritonstack/routes-v1"] = Field(alias="apiVersion")
+    router: RouterSettings = RouterSettings()
+    models: dict[str, ModelRoute]
+    pools: dict[str, PoolRoute]
+
+    model_config = Closed.model_config | {"populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _pools_exist(self) -> Routes:
+        for name, model in self.models.items():
+            serving = model.serving
+            phases = (
+                [("aggregated", serving.pool)]
+                if isinstance(serving, Aggregated)
+                else [("prefill", serving.prefill.pool), ("decode", serving.decode.pool)]
+            )
+            for role, pool in phases:
+                if pool not in self.pools:
+                    raise ValueError(
+                        f"models.{name}: pool {pool!r} is not under pools ({sorted(self.pools)})"
+                    )
+                if self.pools[pool].role != role:
+                    raise ValueError(
+                        f"models.{name}: pool {pool!r} has role {self.pools[pool].role}, needs {role}"
+                    )
+        return self
+
+
+def parse_routes(text: str, where: str = "routes.yaml") -> Routes:
+    """Validate routes text; every problem becomes a :class:`RuntimeSetupError` naming the field."""
+    try:
+        data = yamlio.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuntimeSetupError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or data.get("apiVersion") != ROUTES_API_VERSION:
+        raise RuntimeSetupError(
+            f"{where}: not a routes file (apiVersion must be {ROUTES_API_VERSION}); "
+            "render one with `tritonstack render`"
+        )
+    try:
+        return Routes.model_validate(data)
+    except ValidationError as exc:
+        lines = [
+            f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        ]
+        raise RuntimeSetupError("\n".join(lines)) from None
+
+
+def load_routes(path: Path) -> Routes:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuntimeSetupError(f"cannot read router config {path}: {exc.strerror}") from None
+    routes = parse_routes(text, str(path))
+    # Relative tokenizer directories are relative to routes.yaml, so a rendered tree can move.
+    base = path.resolve().parent
+    models = {
+        name: model.model_copy(update={"tokenizer_dir": str(base / model.tokenizer_dir)})
+        if not Path(model.tokenizer_dir).is_absolute()
+        else model
+        for name, model in routes.models.items()
+    }
+    return routes.model_copy(update={"models": models})

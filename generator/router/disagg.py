@@ -1,0 +1,115 @@
+"""The disaggregated flow across two Triton pools: prefill (``context_only``) then decode
+(``generation_only``), the same hand-over the TensorRT-LLM disaggregated BLS does inside one server
+(``context_phase_params`` from the context response becomes an input of the generation request),
+re-done in the router because the two phases live on different pools.
+
+* The prefill phase has its own deadline (``prefill_timeout_s``) and may be retried on another
+  prefill replica on transport errors: nothing has reached the client yet.
+* A streaming client gets the prefill's first token at once (the point of a fast prefill pool);
+  the decode stream repeats that token, so its first piece is trimmed by that text.
+* If the prefill already finished the request (one token asked for, end-of-sequence, or a stop
+  string), the answer comes straight from it and no decode work is started.
+* The decode phase is not retried once a streaming client has its first token. Any failure ends in
+  an ApiError; closing the generator cancels whichever phase is running upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+from generator.router.dispatch import Dispatcher, PoolTarget
+from generator.router.metrics import RouterMetrics
+from generator.router.policies import Hints
+from generator.router.protocol import ApiError
+from generator.router.upstream import GenerateCall, Response
+
+__all__ = ["DisaggregatedFlow"]
+
+
+@dataclass(frozen=True)
+class DisaggregatedFlow:
+    dispatcher: Dispatcher
+    metrics: RouterMetrics
+    prefill: PoolTarget
+    prefill_model: str
+    decode: PoolTarget
+    decode_model: str
+    prefill_timeout_s: float
+    clock: Callable[[], float] = time.monotonic
+
+    async def run(
+        self,
+        model: str,
+        call: GenerateCall,
+        hints: Hints,
+        streaming: bool,
+        finished: Callable[[Response], bool],
+    ) -> AsyncIterator[Response]:
+        started = self.clock()
+        context_call = replace(
+            call,
+            model=self.prefill_model,
+            request_id=f"{call.request_id}-ctx",
+            inputs={**call.inputs, "stream": False},
+            parameters={**call.parameters, "request_type": "context_only"},
+        )
+        context: Response | None = None
+        try:
+            async with (
+                asyncio.timeout(self.prefill_timeout_s),
+                aclosing(self.dispatcher.stream(self.prefill, context_call, hints)) as responses,
+            ):
+                async for response in responses:
+                    context = response if context is None else _merge(context, response)
+        except TimeoutError:
+            raise ApiError(
+                504, f"prefill did not finish within {self.prefill_timeout_s}s", "server_error"
+            ) from None
+        self.metrics.phase.labels(model, "prefill").observe(self.clock() - started)
+        if context is None or context.context_phase_params is None:
+            raise ApiError(502, "the prefill pool returned no context_phase_params", "server_error")
+        if finished(context):
+            self.metrics.early_finish.labels(model).inc()
+            yield Response(
+                text=context.text,
+                output_ids=context.output_ids,
+                num_input_tokens=context.num_input_tokens,
+                num_output_tokens=context.num_output_tokens,
+            )
+            return
+        first_text = ""
+        if streaming:
+            first_text = context.text
+            yield Response(text=first_text)
+        generation_call = replace(
+            call,
+            model=self.decode_model,
+            request_id=f"{call.request_id}-gen",
+            inputs={**call.inputs, "context_phase_params": context.context_phase_params},
+            parameters={**call.parameters, "request_type": "generation_only"},
+        )
+        decode_started = self.clock()
+        first = True
+        decode = self.dispatcher.stream(self.decode, generation_call, hints, retries=0 if streaming else None)
+        async with aclosing(decode) as responses:
+            async for response in responses:
+                if first:
+                    self.metrics.phase.labels(model, "decode_first").observe(self.clock() - decode_started)
+                    first = False
+                    if first_text and response.text.startswith(first_text):
+                        response.text = response.text[len(first_text) :]
+                yield response
+
+
+def _merge(a: Response, b: Response) -> Response:
+    return Response(
+        text=a.text + b.text,
+        output_ids=b.output_ids or a.output_ids,
+        num_input_tokens=b.num_input_tokens or a.num_input_tokens,
+        num_output_tokens=b.num_output_tokens or a.num_output_tokens,
+        context_phase_params=b.context_phase_params or a.context_phase_params,
+    )

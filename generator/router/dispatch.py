@@ -1,0 +1,129 @@
+"""One generate call on one pool: pick a replica, stream its responses, and clean up.
+
+Retries happen only before the first upstream response (nothing has reached the client yet) and
+only for transport failures; a replica failing ``eject_after_failures`` times in a row is ejected
+until the readiness poll sees it ready again. Every wait is bounded: first response within
+``first_token_timeout_s``, each next one within ``token_timeout_s``. Leaving the generator for any
+reason (end, error, client gone, deadline) closes the upstream stream, which cancels the request in
+Triton, and releases the replica slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from generator.router.admission import Admission, Refused
+from generator.router.metrics import RouterMetrics
+from generator.router.policies import Hints, ReplicaPolicy
+from generator.router.protocol import ApiError
+from generator.router.replicas import PoolState, Replica
+from generator.router.settings import RouterSettings
+from generator.router.upstream import GenerateCall, Response, Upstream, UpstreamFailed, UpstreamUnavailable
+
+__all__ = ["Dispatcher", "PoolTarget"]
+
+log = logging.getLogger("tritonstack.router")
+
+
+@dataclass(frozen=True)
+class PoolTarget:
+    pool: PoolState
+    policy: ReplicaPolicy
+
+
+class Dispatcher:
+    def __init__(
+        self, upstream: Upstream, admission: Admission, settings: RouterSettings, metrics: RouterMetrics
+    ) -> None:
+        self.upstream = upstream
+        self.admission = admission
+        self.settings = settings
+        self.metrics = metrics
+
+    def _failed(self, replica: Replica) -> None:
+        replica.consecutive_failures += 1
+        if not replica.ejected and replica.consecutive_failures >= self.settings.eject_after_failures:
+            replica.ejected = True
+            self.metrics.ejections.labels(replica.pool).inc()
+            log.warning(
+                "ejecting %s replica %s after %d failures",
+                replica.pool,
+                replica.key,
+                replica.consecutive_failures,
+            )
+
+    async def stream(
+        self, target: PoolTarget, call: GenerateCall, hints: Hints, retries: int | None = None
+    ) -> AsyncIterator[Response]:
+        """Responses of ``call`` from one replica of the pool; raises ApiError on failure."""
+        pool, tried = target.pool, []
+        attempts = 1 + (self.settings.max_retries if retries is None else retries)
+        last_problem = "no attempt made"
+        for attempt in range(attempts):
+            try:
+                replica = await self.admission.acquire(pool, target.policy, hints, exclude=tried)
+            except Refused as refused:
+                if tried:  # every replica we could reach failed: report the failure, not capacity
+                    raise ApiError(
+                        503,
+                        f"upstream unavailable: {last_problem}",
+                        "server_error",
+                        retry_after=self.settings.retry_after_s,
+                    ) from None
+                kind = "rate_limit_error" if refused.status == 429 else "server_error"
+                raise ApiError(
+                    refused.status, refused.message, kind, retry_after=refused.retry_after
+                ) from None
+            attempt_call = call if attempt == 0 else replace(call, request_id=f"{call.request_id}-r{attempt}")
+            responses = self.upstream.generate(replica.endpoint, attempt_call)
+            try:
+                try:
+                    async with asyncio.timeout(self.settings.first_token_timeout_s):
+                        first = await anext(responses, None)
+                except UpstreamUnavailable as exc:
+                    self._failed(replica)
+                    tried.append(replica)
+                    last_problem = str(exc)
+                    if attempt + 1 < attempts:
+                        self.metrics.retries.labels(pool.name).inc()
+                    continue
+                except TimeoutError:
+                    self._failed(replica)
+                    raise ApiError(
+                        504,
+                        f"no response from pool {pool.name!r} within {self.settings.first_token_timeout_s}s",
+                        "server_error",
+                    ) from None
+                replica.consecutive_failures = 0
+                if first is None:
+                    return
+                yield first
+                while True:
+                    async with asyncio.timeout(self.settings.token_timeout_s):
+                        item = await anext(responses, None)
+                    if item is None:
+                        return
+                    yield item
+            except UpstreamFailed as exc:
+                raise ApiError(502, f"upstream error: {exc}", "server_error") from None
+            except UpstreamUnavailable as exc:
+                self._failed(replica)
+                raise ApiError(502, f"upstream connection lost mid-response: {exc}", "server_error") from None
+            except TimeoutError:
+                raise ApiError(
+                    504,
+                    f"pool {pool.name!r} stopped responding for {self.settings.token_timeout_s}s",
+                    "server_error",
+                ) from None
+            finally:
+                await responses.aclose()
+                self.admission.release(pool, replica)
+        raise ApiError(
+            503,
+            f"upstream unavailable: {last_problem}",
+            "server_error",
+            retry_after=self.settings.retry_after_s,
+        )

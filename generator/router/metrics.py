@@ -1,0 +1,126 @@
+"""The router's own Prometheus metrics, in its own registry (never the global default one).
+
+In-flight per replica is read from the live replica state at scrape time (a collector), so it can
+never drift from what admission control sees. With ``--workers N`` each process serves its own
+figures; scrape every worker or sum in Prometheus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from generator.router.replicas import PoolState
+
+__all__ = ["RouterMetrics"]
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TOKEN_GAP = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+
+
+class _ReplicaCollector(Collector):
+    def __init__(self, pools: Callable[[], Iterable[PoolState]]) -> None:
+        self._pools = pools
+
+    def collect(self) -> Iterable[Metric]:
+        inflight = GaugeMetricFamily(
+            "tritonstack_router_replica_inflight_requests",
+            "Requests this router has in flight per replica",
+            labels=["pool", "replica"],
+        )
+        ready = GaugeMetricFamily(
+            "tritonstack_router_replica_available",
+            "1 if the replica is ready and not ejected",
+            labels=["pool", "replica"],
+        )
+        queued = GaugeMetricFamily(
+            "tritonstack_router_queued_requests", "Requests waiting for a replica slot", labels=["pool"]
+        )
+        for pool in self._pools():
+            queued.add_metric([pool.name], len(pool.waiters))
+            for replica in pool.replicas:
+                inflight.add_metric([pool.name, replica.key], replica.inflight)
+                ready.add_metric([pool.name, replica.key], 1.0 if replica.available else 0.0)
+        yield inflight
+        yield ready
+        yield queued
+
+
+class RouterMetrics:
+    def __init__(self, pools: Callable[[], Iterable[PoolState]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "tritonstack_router_requests",
+            "Finished requests by model, pool and HTTP status",
+            ["model", "pool", "status"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tritonstack_router_time_to_first_token_seconds",
+            "Request arrival to first token sent",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "tritonstack_router_inter_token_latency_seconds",
+            "Gap between streamed chunks",
+            ["model"],
+            buckets=_TOKEN_GAP,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "tritonstack_router_request_duration_seconds",
+            "Request arrival to last byte",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "tritonstack_router_prompt_tokens", "Prompt tokens of served requests", ["model"], registry=r
+        )
+        self.generated_tokens = Counter(
+            "tritonstack_router_generated_tokens",
+            "Generated tokens of served requests",
+            ["model"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "tritonstack_router_retries",
+            "Requests re-sent to another replica before the first byte",
+            ["pool"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "tritonstack_router_ejections",
+            "Replicas ejected after consecutive failures",
+            ["pool"],
+            registry=r,
+        )
+        self.phase = Histogram(
+            "tritonstack_router_disaggregated_phase_seconds",
+            "Disaggregated phases: prefill (context_only call) and decode_first (to first decode response)",
+            ["model", "phase"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.early_finish = Counter(
+            "tritonstack_router_prefill_finished_requests",
+            "Disaggregated requests the prefill phase finished (no decode call)",
+            ["model"],
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "tritonstack_router_client_disconnects",
+            "Requests abandoned by the client (upstream cancelled)",
+            ["model"],
+            registry=r,
+        )
+        self.registry.register(_ReplicaCollector(pools))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,387 @@
+"""Talking to one tritonserver replica: a generate call that streams responses, readiness, metrics.
+
+Two transports implement the same surface. gRPC (``ModelStreamInfer`` on grpc.aio) is the default:
+Triton documents request cancellation for gRPC clients (the python backend's
+``response_sender.is_cancelled()`` sees it), and ``context_phase_params`` travels as raw bytes.
+HTTP ``generate_stream`` (aiohttp, SSE) is the alternative measured in
+``benchmarks/router_overhead.py``.
+
+Errors split in two, because the router reacts differently: :class:`UpstreamUnavailable` (transport:
+refused, reset, timed out — the replica may be gone; retry elsewhere before the first byte, count
+towards ejection) and :class:`UpstreamFailed` (Triton answered with an error for this request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import grpc
+import numpy as np
+import orjson
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from generator.router.config import Endpoint
+
+__all__ = [
+    "INPUT_TYPES",
+    "GenerateCall",
+    "GrpcUpstream",
+    "HttpUpstream",
+    "Response",
+    "Upstream",
+    "UpstreamError",
+    "UpstreamFailed",
+    "UpstreamUnavailable",
+]
+
+# Datatypes of the ensemble/BLS inputs the router may send (names from the rendered model configs).
+INPUT_TYPES: dict[str, str] = {
+    "text_input": "BYTES",
+    "messages": "BYTES",
+    "max_tokens": "INT32",
+    "stream": "BOOL",
+    "temperature": "FP32",
+    "top_p": "FP32",
+    "top_k": "INT32",
+    "seed": "UINT64",
+    "random_seed": "UINT64",
+    "stop_words": "BYTES",
+    "end_id": "INT32",
+    "exclude_input_in_output": "BOOL",
+    "return_num_input_tokens": "BOOL",
+    "return_num_output_tokens": "BOOL",
+    "context_phase_params": "UINT8",
+}
+_NUMPY = {"INT32": np.int32, "UINT64": np.uint64, "FP32": np.float32, "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+class UpstreamError(Exception):
+    """Base of upstream errors; internal to the router, never shown as a traceback."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The replica could not be reached or stopped answering (transport level)."""
+
+
+class UpstreamFailed(UpstreamError):
+    """Triton answered this request with an error."""
+
+
+@dataclass(frozen=True)
+class GenerateCall:
+    model: str
+    inputs: dict[str, Any]  # name -> scalar, str, list[str] or bytes (UINT8)
+    request_id: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Response:
+    """One upstream response, decoded to what the router uses."""
+
+    text: str = ""
+    output_ids: list[int] | None = None
+    num_input_tokens: int | None = None
+    num_output_tokens: int | None = None
+    context_phase_params: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _ModelInfo:
+    """What the router needs from a Triton model's config, read once per replica and model."""
+
+    batched: bool  # max_batch_size > 0: inputs take a leading batch dimension of 1
+    inputs: frozenset[str]
+
+    def accepted(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # Optional inputs differ by release and role (a prefill ensemble has no `stream`; 25.05 has
+        # no return_num_*): send only what this model declares, so one request shape fits all.
+        return {k: v for k, v in inputs.items() if k in self.inputs}
+
+
+class Upstream(Protocol):
+    def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]: ...
+
+    async def ready(self, endpoint: Endpoint, timeout: float) -> bool: ...
+
+    async def metrics_text(self, endpoint: Endpoint, timeout: float) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def _decode_outputs(named: dict[str, Any]) -> Response:
+    out = Response()
+    text = named.get("text_output")
+    if isinstance(text, list):
+        text = "".join(text)
+    out.text = text or ""
+    ids = named.get("output_ids")
+    if ids is not None:
+        out.output_ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    for key in ("num_input_tokens", "num_output_tokens"):
+        value = named.get(key)
+        if value is not None:
+            setattr(out, key, int(np.asarray(value).reshape(-1)[0]))
+    params = named.get("context_phase_params")
+    if params is not None:
+        out.context_phase_params = (
+            params if isinstance(params, bytes) else bytes(np.asarray(params, np.uint8))
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- gRPC
+
+
+def _serialize_bytes(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def _deserialize_bytes(raw: bytes) -> list[bytes]:
+    items, offset = [], 0
+    while offset < len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        items.append(raw[offset : offset + length])
+        offset += length
+    return items
+
+
+class GrpcUpstream:
+    """gRPC ``ModelStreamInfer``, one stream per request, cancelled when the caller stops reading."""
+
+    def __init__(self, connect_timeout: float, message_bytes: int = 64 << 20) -> None:
+        self._connect_timeout = connect_timeout
+        self._message_bytes = message_bytes
+        self._channels: dict[tuple[str, int], tuple[grpc.aio.Channel, Any]] = {}
+        self._models: dict[tuple[str, int, str], _ModelInfo] = {}
+        self._http = _HttpSide(connect_timeout)
+
+    def _stub(self, endpoint: Endpoint) -> Any:
+        key = (endpoint.host, endpoint.grpc)
+        if key not in self._channels:
+            channel = grpc.aio.insecure_channel(
+                f"{endpoint.host}:{endpoint.grpc}",
+                options=[
+                    ("grpc.max_send_message_length", self._message_bytes),
+                    ("grpc.max_receive_message_length", self._message_bytes),
+                    ("grpc.keepalive_time_ms", 30_000),
+                    # Fail fast when a replica is gone instead of waiting for reconnect back-off.
+                    ("grpc.initial_reconnect_backoff_ms", 200),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ],
+            )
+            self._channels[key] = (channel, service_pb2_grpc.GRPCInferenceServiceStub(channel))
+        return self._channels[key][1]
+
+    async def _model_info(self, endpoint: Endpoint, model: str) -> _ModelInfo:
+        key = (endpoint.host, endpoint.grpc, model)
+        if key not in self._models:
+            try:
+                reply = await self._stub(endpoint).ModelConfig(
+                    service_pb2.ModelConfigRequest(name=model), timeout=self._connect_timeout
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise _translate(exc) from None
+            config = reply.config
+            self._models[key] = _ModelInfo(config.max_batch_size > 0, frozenset(i.name for i in config.input))
+        return self._models[key]
+
+    def _request(self, call: GenerateCall, info: _ModelInfo) -> Any:
+        request = service_pb2.ModelInferRequest(model_name=call.model, id=call.request_id)
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+        for key, value in call.parameters.items():
+            request.parameters[key].string_param = value
+        for name, value in info.accepted(call.inputs).items():
+            datatype = INPUT_TYPES[name]
+            tensor = request.inputs.add()
+            tensor.name, tensor.datatype = name, datatype
+            if datatype == "UINT8":
+                raw, count = bytes(value), len(value)
+            elif datatype == "BYTES":
+                items = [v.encode() for v in value] if isinstance(value, list) else [str(value).encode()]
+                raw, count = _serialize_bytes(items), len(items)
+            else:
+                raw, count = np.asarray([value], dtype=_NUMPY[datatype]).tobytes(), 1
+            tensor.shape.extend([1, count] if info.batched else [count])
+            request.raw_input_contents.append(raw)
+        return request
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        request = self._request(call, await self._model_info(endpoint, call.model))
+
+        async def one_request() -> AsyncIterator[Any]:
+            yield request
+
+        stream = self._stub(endpoint).ModelStreamInfer(one_request())
+        try:
+            async for message in stream:
+                if message.error_message:
+                    raise UpstreamFailed(message.error_message)
+                infer = message.infer_response
+                final = (
+                    infer.parameters["triton_final_response"].bool_param
+                    if "triton_final_response" in infer.parameters
+                    else False
+                )
+                if infer.outputs:
+                    yield _decode_grpc_outputs(infer)
+                if final:
+                    return
+            raise UpstreamUnavailable("the stream ended before the final response")
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from None
+        finally:
+            # Cancelling tells Triton to stop work for this request (no-op once it finished).
+            stream.cancel()
+
+    async def ready(self, endpoint: Endpoint, timeout: float) -> bool:
+        try:
+            reply = await self._stub(endpoint).ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.ready)
+
+    async def metrics_text(self, endpoint: Endpoint, timeout: float) -> str:
+        return await self._http.metrics_text(endpoint, timeout)
+
+    async def close(self) -> None:
+        for channel, _ in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        await self._http.close()
+
+
+def _decode_grpc_outputs(infer: Any) -> Response:
+    named: dict[str, Any] = {}
+    for tensor, raw in zip(infer.outputs, infer.raw_output_contents):
+        if tensor.datatype == "BYTES":
+            named[tensor.name] = [b.decode("utf-8", errors="replace") for b in _deserialize_bytes(raw)]
+        elif tensor.datatype == "UINT8":
+            named[tensor.name] = bytes(raw)
+        elif tensor.datatype in ("INT32", "INT64"):
+            named[tensor.name] = np.frombuffer(
+                raw, dtype=np.int32 if tensor.datatype == "INT32" else np.int64
+            )
+    return _decode_outputs(named)
+
+
+def _translate(exc: grpc.aio.AioRpcError) -> UpstreamError:
+    code = exc.code()
+    transport = {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+    }
+    if code in transport:
+        return UpstreamUnavailable(f"{code.name}: {exc.details()}")
+    return UpstreamFailed(f"{code.name}: {exc.details()}")
+
+
+# --------------------------------------------------------------------------------------------- HTTP
+
+
+class _HttpSide:
+    """aiohttp session for the HTTP parts: /metrics always, generate_stream for HttpUpstream."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
+            )
+        return self._session
+
+    async def metrics_text(self, endpoint: Endpoint, timeout: float) -> str:
+        url = f"http://{endpoint.host}:{endpoint.metrics}/metrics"
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
+                return await reply.text() if reply.status == 200 else ""
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return ""
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HttpUpstream:
+    """HTTP ``generate_stream`` (SSE). Closing the connection is how a request is abandoned."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self._http = _HttpSide(connect_timeout)
+        self._models: dict[tuple[str, int, str], _ModelInfo] = {}
+
+    async def _model_info(self, endpoint: Endpoint, model: str) -> _ModelInfo:
+        key = (endpoint.host, endpoint.http, model)
+        if key not in self._models:
+            url = f"http://{endpoint.host}:{endpoint.http}/v2/models/{model}/config"
+            try:
+                async with self._http.session.get(url) as reply:
+                    if reply.status != 200:
+                        raise UpstreamFailed(f"HTTP {reply.status} reading the config of {model}")
+                    config = orjson.loads(await reply.read())
+            except aiohttp.ClientError as exc:
+                raise UpstreamUnavailable(f"{type(exc).__name__}: {exc}") from None
+            inputs = frozenset(i["name"] for i in config.get("input", []))
+            self._models[key] = _ModelInfo(config.get("max_batch_size", 0) > 0, inputs)
+        return self._models[key]
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        info = await self._model_info(endpoint, call.model)
+        body: dict[str, Any] = {}
+        for name, value in info.accepted(call.inputs).items():
+            body[name] = list(value) if isinstance(value, bytes) else value
+        body.update(call.parameters)
+        url = f"http://{endpoint.host}:{endpoint.http}/v2/models/{call.model}/generate_stream"
+        try:
+            async with self._http.session.post(
+                url, data=orjson.dumps(body), headers={"content-type": "application/json"}
+            ) as reply:
+                if reply.status != 200:
+                    detail = await reply.text()
+                    raise (UpstreamUnavailable if reply.status >= 500 else UpstreamFailed)(
+                        f"HTTP {reply.status}: {detail[:300]}"
+                    )
+                while True:
+                    # One SSE event per read ("data: {...}\n\n"), not one per line.
+                    try:
+                        event_bytes = await reply.content.readuntil(b"\n\n")
+                    except ValueError:  # an event over aiohttp's line limit: read on by line
+                        event_bytes = await reply.content.readline()
+                    if not event_bytes:
+                        return
+                    if not event_bytes.startswith(b"data:"):
+                        continue
+                    event = orjson.loads(event_bytes[5:])
+                    if "error" in event:
+                        raise UpstreamFailed(str(event["error"]))
+                    yield _decode_outputs(event)
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def ready(self, endpoint: Endpoint, timeout: float) -> bool:
+        url = f"http://{endpoint.host}:{endpoint.http}/v2/health/ready"
+        try:
+            async with self._http.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
+                return reply.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    async def metrics_text(self, endpoint: Endpoint, timeout: float) -> str:
+        return await self._http.metrics_text(endpoint, timeout)
+
+    async def close(self) -> None:
+        await self._http.close()

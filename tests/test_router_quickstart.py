@@ -1,0 +1,132 @@
+"""The router over the rendered quickstart stack: real tritonservers, the generator's ensembles and
+the reference engine (tiny-chat: aggregated pool of two; tiny-pd: prefill pool → decode pool),
+driven by the official openai client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from generator.render.options import RenderOptions
+from generator.render.routes import ROUTES_PATH, local_routes
+from generator.router.config import Endpoint
+from tests.conftest import EXAMPLES, RunningStack
+from tests.test_router_support import RunningRouter, engine_counter, start_router
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def router(running_quickstart: RunningStack) -> Iterator[RunningRouter]:
+    out = running_quickstart.out_dir
+    routes = out / ROUTES_PATH
+    routes.parent.mkdir(parents=True, exist_ok=True)
+    routes.write_bytes(
+        local_routes(
+            running_quickstart.stack, running_quickstart.launcher.endpoints(), RenderOptions(EXAMPLES, out)
+        )
+    )
+    running = start_router(routes)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("model", ["tiny-chat", "tiny-pd"])
+def test_openai_client_against_the_reference_engine(router: RunningRouter, model: str) -> None:
+    c = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    assert {m.id for m in c.models.list()} == {"tiny-chat", "tiny-pd"}
+    done = c.completions.create(model=model, prompt="The quick brown fox", max_tokens=8, seed=1)
+    assert done.choices[0].text and done.usage.completion_tokens == 8 and done.usage.prompt_tokens > 0
+    streamed = list(
+        c.completions.create(
+            model=model,
+            prompt="The quick brown fox",
+            max_tokens=8,
+            seed=1,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == done.choices[0].text
+    assert streamed[-1].usage.completion_tokens == 8
+    chat = c.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hello"}], max_tokens=6
+    )
+    assert chat.choices[0].message.content and chat.usage.completion_tokens <= 6
+    chunks = list(
+        c.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hello"}], max_tokens=6, stream=True
+        )
+    )
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        == chat.choices[0].message.content
+    )
+
+
+def test_disaggregated_answer_equals_aggregated_for_the_same_engine_seed(router: RunningRouter) -> None:
+    # tiny-chat (seed 0) and tiny-pd (seed 7) are different models; each must be self-consistent.
+    c = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    first = c.completions.create(model="tiny-pd", prompt="once upon a time", max_tokens=6, temperature=0)
+    again = c.completions.create(model="tiny-pd", prompt="once upon a time", max_tokens=6, temperature=0)
+    assert first.choices[0].text == again.choices[0].text
+
+
+def _metric(endpoint: Endpoint, prefix: str, model: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{endpoint.metrics}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix + "{") and f'model="{model}"' in line
+    )
+
+
+def test_disconnect_stops_the_ensemble(router: RunningRouter, running_quickstart: RunningStack) -> None:
+    """Triton 2.51 stops scheduling an ensemble's steps when its request is cancelled (the
+    postprocessing step stops running), but does not cancel the composing tensorrt_llm request:
+    the reference engine finishes the sequence it started (its counter says "completed")."""
+    replicas = [
+        Endpoint(host=r.host, http=r.http_port, grpc=r.grpc_port, metrics=r.metrics_port)
+        for r in running_quickstart.replicas("chat")
+    ]
+
+    def total(prefix: str, model: str, outcome: str | None = None) -> float:
+        if outcome is not None:
+            return sum(engine_counter(e, outcome) for e in replicas)
+        return sum(_metric(e, prefix, model) for e in replicas)
+
+    def engine_finished() -> float:
+        return total("", "", "completed") + total("", "", "cancelled")
+
+    def settle(target: float) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and engine_finished() < target:
+            time.sleep(0.2)
+
+    body = {"model": "tiny-chat", "prompt": "tell me a long story", "max_tokens": 500, "stream": True}
+    finished = engine_finished()
+    post_before = total("nv_inference_request_success", "tiny-chat_postprocessing")
+    with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=120) as reply:
+        assert [line for line in reply.iter_lines() if line][-1] == "data: [DONE]"
+    settle(finished + 1)  # the engine counts a request just after its last response
+    full_run = total("nv_inference_request_success", "tiny-chat_postprocessing") - post_before
+    assert full_run > 100  # the baseline streams many tokens, each postprocessed
+
+    engine_before = engine_finished()
+    assert engine_before == finished + 1
+    post_before = total("nv_inference_request_success", "tiny-chat_postprocessing")
+    with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=60) as reply:
+        assert reply.status_code == 200
+        for line in reply.iter_lines():
+            if line.startswith("data: {"):
+                break
+    settle(engine_before + 1)
+    assert engine_finished() == engine_before + 1
+    time.sleep(1.0)  # let any response already in Triton's queues reach postprocessing
+    assert total("nv_inference_request_success", "tiny-chat_postprocessing") - post_before < full_run
