@@ -11,11 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from generator import yamlio
-from generator.errors import RuntimeSetupError
+from generator.config_file import parse_config_text, read_config_text
 from generator.exporter.settings import ExporterSettings
 from generator.spec_base import Closed, ModelName, Port
 
@@ -73,28 +71,9 @@ class ExporterConfig(Closed):
 
 def parse_config(text: str, where: str = "exporter.yaml") -> ExporterConfig:
     """Validate exporter config text; every problem becomes a :class:`RuntimeSetupError` naming the field."""
-    try:
-        data = yamlio.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuntimeSetupError(f"{where}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or data.get("apiVersion") != EXPORTER_API_VERSION:
-        raise RuntimeSetupError(
-            f"{where}: not an exporter config (apiVersion must be {EXPORTER_API_VERSION}); "
-            "render one with `tritonstack render` (it is build/monitoring/exporter.yaml)"
-        )
-    try:
-        return ExporterConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [
-            f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False)
-        ]
-        raise RuntimeSetupError("\n".join(lines)) from None
+    what = "an exporter config; render one with `tritonstack render` (it is build/monitoring/exporter.yaml)"
+    return parse_config_text(text, where, ExporterConfig, EXPORTER_API_VERSION, what)
 
 
 def load_config(path: Path) -> ExporterConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuntimeSetupError(f"cannot read exporter config {path}: {exc.strerror}") from None
-    return parse_config(text, str(path))
+    return parse_config(read_config_text(path, "exporter config"), str(path))

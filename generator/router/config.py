@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from generator import yamlio
-from generator.errors import RuntimeSetupError
+from generator.config_file import parse_config_text, read_config_text
 from generator.router.settings import RouterSettings
 from generator.spec_base import Closed, Port, PositiveInt
 
@@ -130,31 +128,12 @@ class Routes(Closed):
 
 def parse_routes(text: str, where: str = "routes.yaml") -> Routes:
     """Validate routes text; every problem becomes a :class:`RuntimeSetupError` naming the field."""
-    try:
-        data = yamlio.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuntimeSetupError(f"{where}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or data.get("apiVersion") != ROUTES_API_VERSION:
-        raise RuntimeSetupError(
-            f"{where}: not a routes file (apiVersion must be {ROUTES_API_VERSION}); "
-            "render one with `tritonstack render`"
-        )
-    try:
-        return Routes.model_validate(data)
-    except ValidationError as exc:
-        lines = [
-            f"{where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False)
-        ]
-        raise RuntimeSetupError("\n".join(lines)) from None
+    what = "a routes file; render one with `tritonstack render`"
+    return parse_config_text(text, where, Routes, ROUTES_API_VERSION, what)
 
 
 def load_routes(path: Path) -> Routes:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuntimeSetupError(f"cannot read router config {path}: {exc.strerror}") from None
-    routes = parse_routes(text, str(path))
+    routes = parse_routes(read_config_text(path, "router config"), str(path))
     # Relative tokenizer directories are relative to routes.yaml, so a rendered tree can move.
     base = path.resolve().parent
     models = {
