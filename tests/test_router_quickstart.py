@@ -78,55 +78,30 @@ def test_disaggregated_answer_equals_aggregated_for_the_same_engine_seed(router:
     assert first.choices[0].text == again.choices[0].text
 
 
-def _metric(endpoint: Endpoint, prefix: str, model: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{endpoint.metrics}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(prefix + "{") and f'model="{model}"' in line
-    )
-
-
-def test_disconnect_stops_the_ensemble(router: RunningRouter, running_quickstart: RunningStack) -> None:
-    """Triton 2.51 stops scheduling an ensemble's steps when its request is cancelled (the
-    postprocessing step stops running), but does not cancel the composing tensorrt_llm request:
-    the reference engine finishes the sequence it started (its counter says "completed")."""
+def test_disconnect_cancels_the_engine_request(router: RunningRouter, running_quickstart: RunningStack) -> None:
+    """The router calls the BLS; a client that goes away mid-stream makes the BLS stop the engine's
+    request, which the reference engine counts as cancelled (not completed)."""
     replicas = [
         Endpoint(host=r.host, http=r.http_port, grpc=r.grpc_port, metrics=r.metrics_port)
         for r in running_quickstart.replicas("chat")
     ]
 
-    def total(prefix: str, model: str, outcome: str | None = None) -> float:
-        if outcome is not None:
-            return sum(engine_counter(e, outcome) for e in replicas)
-        return sum(_metric(e, prefix, model) for e in replicas)
+    def count(outcome: str) -> float:
+        return sum(engine_counter(e, outcome) for e in replicas)
 
-    def engine_finished() -> float:
-        return total("", "", "completed") + total("", "", "cancelled")
-
-    def settle(target: float) -> None:
+    def settle(outcome: str, target: float) -> float:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and engine_finished() < target:
+        while time.monotonic() < deadline and count(outcome) < target:
             time.sleep(0.2)
+        return count(outcome)
 
     body = {"model": "tiny-chat", "prompt": "tell me a long story", "max_tokens": 500, "stream": True}
-    finished = engine_finished()
-    post_before = total("nv_inference_request_success", "tiny-chat_postprocessing")
-    with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=120) as reply:
-        assert [line for line in reply.iter_lines() if line][-1] == "data: [DONE]"
-    settle(finished + 1)  # the engine counts a request just after its last response
-    full_run = total("nv_inference_request_success", "tiny-chat_postprocessing") - post_before
-    assert full_run > 100  # the baseline streams many tokens, each postprocessed
-
-    engine_before = engine_finished()
-    assert engine_before == finished + 1
-    post_before = total("nv_inference_request_success", "tiny-chat_postprocessing")
+    cancelled, completed = count("cancelled"), count("completed")
     with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=60) as reply:
         assert reply.status_code == 200
         for line in reply.iter_lines():
             if line.startswith("data: {"):
                 break
-    settle(engine_before + 1)
-    assert engine_finished() == engine_before + 1
-    time.sleep(1.0)  # let any response already in Triton's queues reach postprocessing
-    assert total("nv_inference_request_success", "tiny-chat_postprocessing") - post_before < full_run
+    assert settle("cancelled", cancelled + 1) == cancelled + 1
+    time.sleep(0.5)
+    assert count("completed") == completed, "the abandoned request must not run to the end"

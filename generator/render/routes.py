@@ -14,7 +14,7 @@ reaches Triton: tokenizer, input/output limits, chat and streaming.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from generator import yamlio
 from generator.naming import triton_names
@@ -39,23 +39,32 @@ def _tokenizer_dir(model: Model, options: RenderOptions | None) -> str:
 
 
 def _serving(stack: Stack, model: Model) -> dict[str, Any]:
+    """Which Triton model the router calls in each pool.
+
+    Aggregated and decode pools: our BLS, which detokenizes incrementally and, when the client goes
+    away, stops the engine's request (Triton 2.51 does not cancel an ensemble's composing requests;
+    the ensemble stays for clients that call Triton directly). Prefill pools: the prefill ensemble,
+    which answers once with the first token and context_phase_params.
+    """
     pools = [p for p in stack.pools if model.name in p.models]
     aggregated = [p for p in pools if p.role == "aggregated"]
     if aggregated:
         pool = aggregated[0]  # a model in several aggregated pools is served by the first
-        return {
-            "kind": "aggregated",
-            "pool": pool.name,
-            "triton_model": triton_names(model.name, "aggregated").ensemble,
-        }
+        return {"kind": "aggregated", "pool": pool.name, "triton_model": _bls(model.name, "aggregated")}
     prefill = next(p for p in pools if p.role == "prefill")
     decode = stack.partner_of(prefill)
     assert decode is not None  # the spec's cross-checks guarantee a partner
     return {
         "kind": "disaggregated",
         "prefill": {"pool": prefill.name, "triton_model": triton_names(model.name, "prefill").ensemble},
-        "decode": {"pool": decode.name, "triton_model": triton_names(model.name, "decode").ensemble},
+        "decode": {"pool": decode.name, "triton_model": _bls(model.name, "decode")},
     }
+
+
+def _bls(model: str, role: Literal["aggregated", "decode"]) -> str:
+    name = triton_names(model, role).bls
+    assert name is not None  # rendered in every aggregated and decode pool
+    return name
 
 
 def _pool_dns(stack: Stack, pool: Pool) -> dict[str, Any]:
