@@ -3,14 +3,23 @@
 Every spec model gets its own prefixed set (``<model>_preprocessing`` …) so several engines live in
 one repository; spec model names never contain ``_``, so the prefix is unambiguous. The router,
 exporter and launcher import these names rather than spelling them again.
+
+Models served through the LLM-API target (Triton after 26.07, or ``llm_api: true``) are one Triton
+model, ``<model>_llmapi``, instead of the engine set; :func:`pool_triton_models` is the one answer
+to "which Triton models does this pool load", for the launcher and the deployment manifests alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ["TritonNames", "triton_names", "spec_model_of"]
+from generator.render.llmapi import llmapi_model_name, uses_llm_api
+
+if TYPE_CHECKING:
+    from generator.spec import Pool, Stack
+
+__all__ = ["TritonNames", "triton_names", "model_triton_models", "pool_triton_models", "spec_model_of"]
 
 Role = Literal["aggregated", "prefill", "decode"]
 
@@ -18,29 +27,50 @@ Role = Literal["aggregated", "prefill", "decode"]
 @dataclass(frozen=True)
 class TritonNames:
     preprocessing: str
-    llm: str  # the tensorrt_llm model, or its context / generation copy
+    llm: str  # what the ensemble and BLS call: tensorrt_llm, a context/generation copy, or the disaggregated BLS
     postprocessing: str
     ensemble: str  # <m>_ensemble, <m>_prefill or <m>_decode
     bls: str | None  # our BLS; not rendered in prefill pools
+    # In-server disaggregation: the two tensorrt_llm copies the disaggregated-serving BLS (llm) calls.
+    context: str | None = None
+    generation: str | None = None
 
     def all(self) -> list[str]:
         names = [self.preprocessing, self.llm, self.postprocessing, self.ensemble]
-        return names + ([self.bls] if self.bls else [])
+        names += [n for n in (self.context, self.generation, self.bls) if n]
+        return names
 
 
-def triton_names(model: str, role: Role) -> TritonNames:
+def triton_names(model: str, role: Role, *, in_server_disaggregation: bool = False) -> TritonNames:
+    """``in_server_disaggregation`` (aggregated pools only): the context and generation phases run as
+    two tensorrt_llm copies in the same server, orchestrated by ``<m>_disaggregated_serving_bls``."""
     llm, ensemble = {
         "aggregated": ("tensorrt_llm", "ensemble"),
         "prefill": ("context", "prefill"),
         "decode": ("generation", "decode"),
     }[role]
+    split = in_server_disaggregation and role == "aggregated"
     return TritonNames(
         preprocessing=f"{model}_preprocessing",
-        llm=f"{model}_{llm}",
+        llm=f"{model}_disaggregated_serving_bls" if split else f"{model}_{llm}",
         postprocessing=f"{model}_postprocessing",
         ensemble=f"{model}_{ensemble}",
         bls=None if role == "prefill" else f"{model}_bls",
+        context=f"{model}_context" if split else None,
+        generation=f"{model}_generation" if split else None,
     )
+
+
+def model_triton_models(stack: Stack, pool: Pool, model: str) -> list[str]:
+    """The Triton models that serve spec ``model`` in ``pool``, in load order."""
+    if uses_llm_api(stack, stack.model(model)):
+        return [llmapi_model_name(model)]
+    return triton_names(model, pool.role, in_server_disaggregation=pool.in_server_disaggregation).all()
+
+
+def pool_triton_models(stack: Stack, pool: Pool) -> list[str]:
+    """Every Triton model a replica of ``pool`` loads (``--load-model``), in load order."""
+    return [name for model in pool.models for name in model_triton_models(stack, pool, model)]
 
 
 def spec_model_of(triton_model: str) -> str:

@@ -193,6 +193,12 @@ class Pool(Closed):
         default=None,
         description="For a prefill pool, its decode pool (and the reverse); may be left out when there is one pair",
     )
+    in_server_disaggregation: bool = Field(
+        default=False,
+        description="Aggregated pools: run each model's context and generation phases as two engine instances in "
+        "the same server, orchestrated by disaggregated_serving_bls (TensorRT-LLM orchestrator mode). Prefill and "
+        "decode pools scale the phases separately instead",
+    )
     gpu_ids: dict[ModelName, list[Annotated[int, Field(ge=0)]]] | None = Field(
         default=None,
         description="Per model, the GPUs this pool's replicas use, overriding the model's gpu_ids "
@@ -308,6 +314,13 @@ def _partner_problems(stack: Stack, index: int, pool: Pool, pool_names: set[str]
         if pool.partner is not None:
             return [((*here, "partner"), "only prefill and decode pools have a partner; remove it")]
         return []
+    if pool.in_server_disaggregation:
+        return [
+            (
+                (*here, "in_server_disaggregation"),
+                "only aggregated pools split phases inside one server; a prefill/decode pair already splits them",
+            )
+        ]
     if pool.partner is not None and pool.partner not in pool_names:
         return [((*here, "partner"), f"unknown pool {pool.partner!r}; pools are {sorted(pool_names)}")]
     partner = stack.partner_of(pool)

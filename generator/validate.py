@@ -78,7 +78,9 @@ def _check_model(parsed: ParsedModel, models: dict[str, ParsedModel]) -> list[st
             seen.add(tensor.name)
     if config.platform == "ensemble":
         problems += _check_ensemble(where, config, models)
-    elif config.backend == "python" and config.name.endswith("_bls"):
+    elif _parameter(config, "context_model_name") is not None:
+        problems += _check_disaggregated_bls(where, config, models)
+    elif _parameter(config, "tensorrt_llm_model_name") is not None:
         llm_name = _parameter(config, "tensorrt_llm_model_name")
         llm = models.get(llm_name or "")
         if llm is None:
@@ -92,6 +94,31 @@ def _check_model(parsed: ParsedModel, models: dict[str, ParsedModel]) -> list[st
             name = _parameter(config, key)
             if name not in models:
                 problems.append(f"{where}: parameters.{key} {name!r} is not in this repository")
+    return problems
+
+
+def _check_disaggregated_bls(where: str, config: ModelConfig, models: dict[str, ParsedModel]) -> list[str]:
+    """In-server disaggregation: both engine copies exist, the streaming one is decoupled, and
+    their MPI participants do not overlap (TensorRT-LLM orchestrator mode)."""
+    problems: list[str] = []
+    phases = {}
+    for key in ("context_model_name", "generation_model_name"):
+        name = _parameter(config, key) or ""
+        if name not in models:
+            problems.append(f"{where}: parameters.{key} {name!r} is not in this repository")
+        else:
+            phases[key] = models[name].config
+    generation = phases.get("generation_model_name")
+    if generation is not None and config.model_transaction_policy.decoupled:
+        if not generation.model_transaction_policy.decoupled:
+            problems.append(f"{where}: streams, but {generation.name} is not decoupled; set streaming: true")
+    if len(phases) == 2:
+        ids = [set((_parameter(c, "participant_ids") or "").replace(";", ",").split(",")) - {""} for c in phases.values()]
+        if ids[0] & ids[1]:
+            problems.append(
+                f"{where}: context and generation share participant_ids {sorted(ids[0] & ids[1])}; "
+                "each MPI rank serves one of them"
+            )
     return problems
 
 

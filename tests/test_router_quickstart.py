@@ -79,11 +79,12 @@ def test_disaggregated_answer_equals_aggregated_for_the_same_engine_seed(router:
 
 
 def test_disconnect_cancels_the_engine_request(router: RunningRouter, running_quickstart: RunningStack) -> None:
-    """The router calls the BLS; a client that goes away mid-stream makes the BLS stop the engine's
-    request, which the reference engine counts as cancelled (not completed)."""
+    """The router calls the decode pool's BLS; a client that goes away mid-stream makes the BLS stop the
+    engine's request, which the reference engine counts as cancelled (not completed). tiny-pd decodes
+    at 200 tokens/s, so 500 tokens take long enough for the cancellation to arrive first."""
     replicas = [
         Endpoint(host=r.host, http=r.http_port, grpc=r.grpc_port, metrics=r.metrics_port)
-        for r in running_quickstart.replicas("chat")
+        for r in running_quickstart.replicas("pd-decode")
     ]
 
     def count(outcome: str) -> float:
@@ -95,7 +96,7 @@ def test_disconnect_cancels_the_engine_request(router: RunningRouter, running_qu
             time.sleep(0.2)
         return count(outcome)
 
-    body = {"model": "tiny-chat", "prompt": "tell me a long story", "max_tokens": 500, "stream": True}
+    body = {"model": "tiny-pd", "prompt": "tell me a long story", "max_tokens": 500, "stream": True}
     cancelled, completed = count("cancelled"), count("completed")
     with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=60) as reply:
         assert reply.status_code == 200

@@ -334,7 +334,14 @@ def _split(stack: Stack, model: str, run) -> tuple[float, float]:
     a1, a2 = triton_successes(stack.a1, model), triton_successes(stack.a2, model)
     statuses = run()
     assert set(statuses) == {200}
-    return triton_successes(stack.a1, model) - a1, triton_successes(stack.a2, model) - a2
+
+    def split() -> tuple[float, float]:
+        return triton_successes(stack.a1, model) - a1, triton_successes(stack.a2, model) - a2
+
+    # Triton counts a decoupled request's success when its final flag is processed, which can come
+    # just after the client saw the end of the stream: wait until every request is counted.
+    wait_for(lambda: sum(split()) >= len(statuses))
+    return split()
 
 
 def test_round_robin_alternates(stack: Stack) -> None:

@@ -263,11 +263,11 @@ def test_render_routes_for_quickstart_uses_headless_services(tmp_path: Path) -> 
     routes = load_routes(tmp_path / ROUTES_PATH)
     assert routes.pools["chat"].dns is not None
     assert routes.pools["chat"].dns.name == "chat-headless.tritonstack.svc.cluster.local"
-    assert routes.models["tiny-chat"].serving.triton_model == "tiny-chat_ensemble"  # type: ignore[union-attr]
+    assert routes.models["tiny-chat"].serving.triton_model == "tiny-chat_bls"  # type: ignore[union-attr]
     pd = routes.models["tiny-pd"].serving
     assert isinstance(pd, Disaggregated)
     assert (pd.prefill.pool, pd.prefill.triton_model) == ("pd-prefill", "tiny-pd_prefill")
-    assert (pd.decode.pool, pd.decode.triton_model) == ("pd-decode", "tiny-pd_decode")
+    assert (pd.decode.pool, pd.decode.triton_model) == ("pd-decode", "tiny-pd_bls")
     # The relative tokenizer path still points at the spec's tokenizer after loading.
     assert (Path(routes.models["tiny-chat"].tokenizer_dir) / "tokenizer.json").exists()
     assert render_routes(stack, RenderOptions(REPO / "examples", tmp_path)) == files  # deterministic

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from generator.naming import triton_names
+from generator.naming import model_triton_models, triton_names
+from generator.render.llmapi import uses_llm_api
 from generator.spec import Model, Pool, Stack
 
 __all__ = [
@@ -72,7 +73,7 @@ class PoolTopology:
     pool: Pool
     models: tuple[Model, ...]
     triton_models: tuple[str, ...]  # every Triton model of the pool, in load order
-    llm_models: tuple[tuple[str, int], ...]  # (tensorrt_llm copy, its world size)
+    llm_models: tuple[tuple[str, int], ...]  # (tensorrt_llm copy, its world size); none for LLM-API models
     gpus: int  # GPUs one replica needs in total (0: reference engine only)
     node_gpu_ids: tuple[int, ...]  # the node GPU ids the spec pins (gpu_ids), () when none are pinned
     ranks: int  # MPI world size of one replica (1: a plain tritonserver)
@@ -154,9 +155,11 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
     triton_models: list[str] = []
     llm_models: list[tuple[str, int]] = []
     for model in models:
-        names = triton_names(model.name, pool.role)
-        triton_models += names.all()
-        llm_models.append((names.llm, model.world_size))
+        triton_models += model_triton_models(stack, pool, model.name)
+        # The LLM-API model starts its own ranks (tensorrt_llm.LLM spawns them), so it is never
+        # loaded by the MPMD participant tritonservers that engine models need.
+        if not uses_llm_api(stack, model):
+            llm_models.append((triton_names(model.name, pool.role).llm, model.world_size))
     engine_models = [m for m in models if m.engine_dir is not None]
     # Explicit gpu_ids are node GPU ids (what a single node and compose see); models without them use
     # GPUs 0..world_size-1, as the tensorrtllm backend does. A Kubernetes pod sees its GPUs

@@ -41,7 +41,7 @@ def render_model_repos(stack: Stack, options: RenderOptions) -> dict[str, bytes]
 
 
 def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOptions) -> dict[str, bytes]:
-    names = triton_names(model.name, pool.role)
+    names = triton_names(model.name, pool.role, in_server_disaggregation=pool.in_server_disaggregation)
     repo = PurePosixPath("model_repos") / pool.name
     era = stack.target.release.tensor_names
     header = (
@@ -105,21 +105,50 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
         ["postprocessing", "shared"],
     )
     engine = model.reference_engine
-    add_model(
-        names.llm,
-        "tensorrt_llm",
-        {
-            **common,
-            "name": names.llm,
-            "backend": "python" if engine is not None else "tensorrtllm",
-            "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
-            "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
-            "parameters": _llm_parameters(
-                model, pool.gpus_of(model), tokenizer, options.kv_token_budgets.get(model.name), options, repo
-            ),
-        },
-        ["reference_engine"] if engine is not None else [],
-    )
+
+    def add_engine(name: str, decoupled: bool, extra: list[tuple[str, str]], gpu_ids: list[int] | None) -> None:
+        parameters = _llm_parameters(model, gpu_ids, tokenizer, options.kv_token_budgets.get(model.name), options, repo)
+        add_model(
+            name,
+            "tensorrt_llm",
+            {
+                **common,
+                "decoupled": _bool(decoupled),
+                "name": name,
+                "backend": "python" if engine is not None else "tensorrtllm",
+                "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
+                "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
+                "parameters": parameters + extra,
+            },
+            ["reference_engine"] if engine is not None else [],
+        )
+
+    if names.context is None or names.generation is None:
+        add_engine(names.llm, streaming, [], pool.gpus_of(model))
+    else:
+        # In-server disaggregation (TensorRT-LLM orchestrator mode): the context copy answers once,
+        # the generation copy streams; disjoint MPI participants (rank 0 is the orchestrator) and,
+        # for the generation copy, the next tensor_parallel × pipeline_parallel GPUs.
+        world = model.world_size
+        context_gpus = pool.gpus_of(model) or list(range(world))
+        generation_gpus = [gpu + world for gpu in context_gpus]
+        add_engine(names.context, False, [("participant_ids", _ids(range(1, world + 1)))], context_gpus)
+        add_engine(
+            names.generation, streaming, [("participant_ids", _ids(range(world + 1, 2 * world + 1)))], generation_gpus
+        )
+        add_model(
+            names.llm,
+            "tensorrt_llm_bls",
+            {
+                **common,
+                "name": names.llm,
+                "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
+                "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
+                "instance_count": model.instances.bls,
+                "parameters": [("context_model_name", names.context), ("generation_model_name", names.generation)],
+            },
+            ["disaggregated_serving_bls"],
+        )
     roles = {"decode": pool.role == "decode", "streaming": streaming}
     steps = T.ensemble_steps(era, prefill=pool.role == "prefill", **roles)
     add_model(
@@ -241,6 +270,10 @@ def _path_for_node(path: str, options: RenderOptions) -> str:
     if os.path.isabs(path):
         return path
     return os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), path))
+
+
+def _ids(values: range) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def _bool(value: bool) -> str:

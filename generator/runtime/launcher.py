@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import RuntimeSetupError
-from generator.naming import triton_names
+from generator.naming import pool_triton_models
 from generator.runtime.tritonserver import TritonInstall
 from generator.spec import Pool, Stack
 
@@ -169,7 +169,7 @@ class Launcher:
             grpc_port=grpc,
             metrics_port=metrics,
         )
-        models = [name for model in pool.models for name in triton_names(model, pool.role).all()]
+        models = pool_triton_models(self.stack, pool)
         command = self.install.command(
             repo.absolute(),
             f"--http-address={self.settings.host}",

@@ -1,0 +1,78 @@
+"""In-server disaggregation: context and generation copies in one tritonserver, orchestrated by our
+disaggregated_serving_bls, give the same text as the plain engine (real tritonserver, reference
+engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from generator.runtime.launcher import Launcher
+
+from .conftest import EXAMPLES, start_stack
+from .test_stack_triton import generate, generate_stream, request
+
+pytestmark = pytest.mark.triton
+
+SPEC = f"""\
+apiVersion: tritonstack/v1
+name: in-server
+models:
+  - name: tiny
+    reference_engine: {{seed: 3}}
+    tokenizer_dir: {EXAMPLES / "tokenizers" / "tiny-chat"}
+    max_batch_size: 4
+pools:
+  - name: split
+    in_server_disaggregation: true
+    models: [tiny]
+  - name: plain
+    models: [tiny]
+"""
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    work = tmp_path_factory.mktemp("in-server")
+    spec = work / "stack.yaml"
+    spec.write_text(SPEC)
+    launcher = start_stack(spec, work / "build")
+    try:
+        yield launcher
+    finally:
+        launcher.stop()
+
+
+def url(launcher: Launcher, pool: str) -> str:
+    return next(r.http_url for r in launcher.replicas if r.pool == pool)
+
+
+@pytest.mark.parametrize("model", ["tiny_ensemble", "tiny_bls"])
+def test_split_phases_give_the_plain_engine_text(servers: Launcher, model: str) -> None:
+    body = request(max_tokens=20, seed=9)
+    plain = generate(url(servers, "plain"), model, body)["text_output"]
+    split = generate(url(servers, "split"), model, body)["text_output"]
+    assert split == plain and plain.strip()
+    streamed = generate_stream(url(servers, "split"), model, {**body, "stream": True})
+    assert len(streamed) > 1
+    assert "".join(e["text_output"] for e in streamed) == plain
+
+
+def test_one_token_is_answered_by_the_context_phase(servers: Launcher) -> None:
+    body = request(max_tokens=1, seed=9)
+    plain = generate(url(servers, "plain"), "tiny_ensemble", body)["text_output"]
+    assert generate(url(servers, "split"), "tiny_ensemble", body)["text_output"] == plain
+
+
+def test_the_split_is_real(servers: Launcher) -> None:
+    """Both copies served the requests: each counted its own completions."""
+    replica = next(r for r in servers.replicas if r.pool == "split")
+    text = httpx.get(replica.metrics_url, timeout=10).text
+    served = {
+        line.split('model="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("nv_inference_request_success{") and not line.endswith(" 0")
+    }
+    assert {"tiny_context", "tiny_generation", "tiny_disaggregated_serving_bls"} <= served
