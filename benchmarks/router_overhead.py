@@ -6,7 +6,7 @@ Bar (issue 3): router p50 TTFT overhead under 1 ms at concurrency 1, and at conc
 One run, one tritonserver (the quickstart's ``chat`` pool replica 0, reference engine at full CPU
 speed), the same load at concurrency 1, 16 and 64 (streaming, ``--max-tokens`` each), through:
 
-* ``direct``: Triton HTTP ``generate_stream`` of ``tiny-chat_ensemble``;
+* ``direct``: Triton HTTP ``generate_stream`` of ``tiny-chat_bls``, the model the router calls;
 * ``direct-grpc``: Triton gRPC ``ModelStreamInfer`` (the router's default upstream transport);
 * ``nginx``: the same ``generate_stream`` through nginx (Debian package) as a plain reverse proxy;
 * ``router``: ``POST /v1/completions`` with ``stream: true`` through ``tritonstack router`` with
@@ -52,7 +52,7 @@ from generator.runtime.tritonserver import find_tritonserver
 from generator.write import write_output
 
 SPEC = ROOT / "examples" / "quickstart.yaml"
-TRITON_MODEL = "tiny-chat_ensemble"
+TRITON_MODEL = "tiny-chat_bls"  # what routes.yaml has the router call for tiny-chat: compare like with like
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
 NGINX_CONF = """worker_processes 1;

@@ -137,13 +137,21 @@ class _Sizing:
 
 
 def rank_gpus(pool: Any, model: Any) -> list[int]:
-    """GPU indices (within one pool replica) of a model's TP×PP ranks, as gpu_device_ids renders them."""
+    """GPU indices (within one pool replica) of a model's TP×PP ranks, as gpu_device_ids renders them.
+
+    With in-server disaggregation the replica holds two engine copies: the context copy's GPUs, then
+    the generation copy's (the next TP×PP GPUs), each with the whole model split over its ranks."""
+    world = model.tensor_parallel * model.pipeline_parallel
     per_pool = getattr(pool, "gpu_ids", None)  # pool-level override, if the spec has one
     if isinstance(per_pool, dict) and model.name in per_pool:
-        return list(per_pool[model.name])
-    if model.gpu_ids is not None:
-        return list(model.gpu_ids)
-    return list(range(model.tensor_parallel * model.pipeline_parallel))
+        gpus = list(per_pool[model.name])
+    elif model.gpu_ids is not None:
+        gpus = list(model.gpu_ids)
+    else:
+        gpus = list(range(world))
+    if getattr(pool, "in_server_disaggregation", False):
+        gpus += [gpu + world for gpu in gpus]
+    return gpus
 
 
 def _gib(value: float) -> str:
