@@ -101,9 +101,8 @@ def observed(running_quickstart: RunningStack, tmp_path_factory: pytest.TempPath
             stop_group(process)
 
 
-# tiny-pd (disaggregated) is left out of the load for now: the router sends `stream` to tiny-pd_prefill,
-# which the rendered prefill ensemble does not declare (502); reported to the lead.
-LOAD_MODELS = ("tiny-chat",)
+# Both models: tiny-chat (aggregated) and tiny-pd (prefill → decode), so every pool has traffic.
+LOAD_MODELS = ("tiny-chat", "tiny-pd")
 
 
 def load(observed: Observed, rounds: int) -> None:
