@@ -76,3 +76,26 @@ def test_the_split_is_real(servers: Launcher) -> None:
         if line.startswith("nv_inference_request_success{") and not line.endswith(" 0")
     }
     assert {"tiny_context", "tiny_generation", "tiny_disaggregated_serving_bls"} <= served
+
+
+def test_gpu_manifests_run_orchestrator_mode_on_both_copies_gpus(tmp_path) -> None:
+    """On GPUs the pool's server runs in TensorRT-LLM orchestrator mode (one tritonserver, the
+    backend spawns a worker per engine copy) and asks for both copies' GPUs."""
+    from generator import yamlio
+    from generator.pipeline import build
+
+    spec = tmp_path / "stack.yaml"
+    spec.write_text(
+        "apiVersion: tritonstack/v1\nname: split\ntarget: {triton: '26.07', gpu: b200}\nmodels:\n"
+        "  - {name: big, engine_dir: /srv/engines/big, tokenizer_dir: /srv/tok, tensor_parallel: 2}\n"
+        "pools: [{name: one, in_server_disaggregation: true, models: [big]}]\n"
+    )
+    files = build(spec, tmp_path / "build").files
+    config = files["model_repos/one/big_generation/config.pbtxt"].decode()
+    assert '"2,3"' in config and '"3,4"' in config  # gpu_device_ids, participant_ids
+    pod = next(d for d in yamlio.safe_load_all(files["deploy/k8s/base/pool-one.yaml"]) if d["kind"] == "Deployment")
+    container = pod["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "TRTLLM_ORCHESTRATOR", "value": "1"} in container["env"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert container["command"][0] == "tritonserver"
+    assert "--load-model=big_context" in container["command"]

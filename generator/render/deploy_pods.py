@@ -167,6 +167,8 @@ def _triton_container(
         ],
         "ports": _triton_ports(stack),
     }
+    if pool.orchestrator:
+        container["env"].append({"name": "TRTLLM_ORCHESTRATOR", "value": "1"})
     if with_probes:
         container["startupProbe"] = _http_probe(
             "/v2/health/ready", "http", math.ceil(stack.deploy.startup_timeout_s / PROBE_PERIOD_S)

@@ -79,6 +79,9 @@ class PoolTopology:
     ranks: int  # MPI world size of one replica (1: a plain tritonserver)
     nodes: int  # pods per replica; > 1 renders a LeaderWorkerSet
     gpus_per_pod: int
+    # In-server disaggregation: TensorRT-LLM orchestrator mode (TRTLLM_ORCHESTRATOR=1), one
+    # tritonserver whose backend spawns an executor worker per engine copy.
+    orchestrator: bool = False
 
     @property
     def name(self) -> str:
@@ -163,12 +166,18 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
     engine_models = [m for m in models if m.engine_dir is not None]
     # Explicit gpu_ids are node GPU ids (what a single node and compose see); models without them use
     # GPUs 0..world_size-1, as the tensorrtllm backend does. A Kubernetes pod sees its GPUs
-    # renumbered from 0, so it requests as many GPUs as the pool's models use together.
-    explicit = sorted({g for m in engine_models for g in (pool.gpus_of(m) or [])})
-    implicit = max((m.world_size for m in engine_models if pool.gpus_of(m) is None), default=0)
+    # renumbered from 0, so it requests as many GPUs as the pool's models use together. With
+    # in-server disaggregation each model has two engine copies, the generation copy on the next
+    # world_size GPUs (as the model repository renders gpu_device_ids).
+    copies = 2 if pool.in_server_disaggregation else 1
+    explicit = sorted(
+        {g + copy * m.world_size for m in engine_models for g in (pool.gpus_of(m) or []) for copy in range(copies)}
+    )
+    implicit = max((copies * m.world_size for m in engine_models if pool.gpus_of(m) is None), default=0)
     node_gpu_ids = tuple(sorted(set(explicit) | set(range(implicit)))) if explicit else ()
     gpus = len(node_gpu_ids) if explicit else implicit
-    ranks = max((m.world_size for m in engine_models), default=1)
+    orchestrator = pool.in_server_disaggregation and bool(engine_models)
+    ranks = 1 if orchestrator else max((m.world_size for m in engine_models), default=1)
     per_node = stack.target.gpus_per_node
     nodes = max(1, math.ceil(gpus / per_node)) if gpus else 1
     return PoolTopology(
@@ -181,6 +190,7 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
         ranks=ranks,
         nodes=nodes,
         gpus_per_pod=math.ceil(gpus / nodes) if gpus else 0,
+        orchestrator=orchestrator,
     )
 
 
