@@ -33,7 +33,12 @@ STEP_OF_SUFFIX = {
     "tensorrt_llm": "engine",
     "context": "engine",
     "generation": "engine",
+    # The LLM-API model (``<m>_llmapi``) is the whole request in one Triton model: its Triton core
+    # counters are the entry's (request rate, queue time); engine families it may publish still count.
+    "llmapi": "entry",
 }
+# Suffixes whose nv_trt_llm_* / nv_llm_* samples are the engine's.
+_ENGINE_SUFFIXES = frozenset({"tensorrt_llm", "context", "generation", "llmapi"})
 
 US = 1e-6
 
@@ -132,9 +137,9 @@ def parse_triton_metrics(text: str, models: frozenset[str]) -> PoolValues:
         if name in _CORE:
             key, scale = _CORE[name]
             _add(values.steps[(spec_model, step)], key, value * scale)
-        elif step == "engine" and name in _TOKENS:
+        elif suffix in _ENGINE_SUFFIXES and name in _TOKENS:
             _add(values.engine[spec_model], _TOKENS[name], value)
-        elif step == "engine":
+        elif suffix in _ENGINE_SUFFIXES:
             for (family_name, category, wanted), key in _ENGINE.items():
                 if name == family_name and labels.get(category) == wanted:
                     _add(values.engine[spec_model], key, value)

@@ -163,7 +163,8 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
         # loaded by the MPMD participant tritonservers that engine models need.
         if not uses_llm_api(stack, model):
             llm_models.append((triton_names(model.name, pool.role).llm, model.world_size))
-    engine_models = [m for m in models if m.engine_dir is not None]
+    # Models that run on GPUs: engines, and checkpoints served through the LLM-API model.
+    engine_models = [m for m in models if m.engine_dir is not None or uses_llm_api(stack, m)]
     # Explicit gpu_ids are node GPU ids (what a single node and compose see); models without them use
     # GPUs 0..world_size-1, as the tensorrtllm backend does. A Kubernetes pod sees its GPUs
     # renumbered from 0, so it requests as many GPUs as the pool's models use together. With
@@ -177,7 +178,8 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
     node_gpu_ids = tuple(sorted(set(explicit) | set(range(implicit)))) if explicit else ()
     gpus = len(node_gpu_ids) if explicit else implicit
     orchestrator = pool.in_server_disaggregation and bool(engine_models)
-    ranks = 1 if orchestrator else max((m.world_size for m in engine_models), default=1)
+    # The LLM-API model spawns its own ranks (tensorrt_llm.LLM), so only engines need MPMD ranks.
+    ranks = 1 if orchestrator else max((m.world_size for m in engine_models if m.engine_dir is not None), default=1)
     per_node = stack.target.gpus_per_node
     nodes = max(1, math.ceil(gpus / per_node)) if gpus else 1
     return PoolTopology(

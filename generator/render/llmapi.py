@@ -46,7 +46,7 @@ LLMAPI_INPUTS: tuple[tuple[str, str, tuple[int, ...], bool], ...] = (
     ("sampling_param_frequency_penalty", "TYPE_FP32", (1,), True),
     ("sampling_param_presence_penalty", "TYPE_FP32", (1,), True),
     ("sampling_param_max_tokens", "TYPE_INT32", (1,), True),
-    ("sampling_param_stop", "TYPE_STRING", (1,), True),
+    ("sampling_param_stop", "TYPE_STRING", (-1,), True),  # a list of stop strings
     ("sampling_param_seed", "TYPE_UINT64", (1,), True),
     ("sampling_param_exclude_input_from_output", "TYPE_BOOL", (1,), True),
     ("sampling_param_return_perf_metrics", "TYPE_BOOL", (1,), True),

@@ -7,7 +7,8 @@ Two flavours of the same document (see ``generator/router/config.py`` for its sc
 * :func:`local_routes` — for the local launcher, with the static endpoints it started.
 
 Per model it records how it is served (one aggregated pool and its ensemble, or the prefill pool's
-``<m>_prefill`` and the decode pool's ``<m>_decode``) plus what the router checks before anything
+``<m>_prefill`` and the decode pool's ``<m>_decode``; for an LLM-API model, its ``<m>_llmapi`` spoken to
+with the ``llmapi`` protocol) plus what the router checks before anything
 reaches Triton: tokenizer, input/output limits, chat and streaming.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from generator import yamlio
 from generator.naming import triton_names
+from generator.render.llmapi import llmapi_model_name, uses_llm_api
 from generator.render.options import RenderOptions
 from generator.router.config import ROUTES_API_VERSION, parse_routes
 from generator.spec import Model, Pool, Stack
@@ -41,16 +43,31 @@ def _tokenizer_dir(model: Model, options: RenderOptions | None) -> str:
 def _serving(stack: Stack, model: Model) -> dict[str, Any]:
     """Which Triton model the router calls in each pool.
 
-    Aggregated and decode pools: our BLS, which detokenizes incrementally and, when the client goes
+    Aggregated and decode pools: our BLS (protocol ``ensemble``: the ensemble/BLS tensor names), which detokenizes incrementally and, when the client goes
     away, stops the engine's request (Triton 2.51 does not cancel an ensemble's composing requests;
     the ensemble stays for clients that call Triton directly). Prefill pools: the prefill ensemble,
-    which answers once with the first token and context_phase_params.
+    which answers once with the first token and context_phase_params. LLM-API models: ``<m>_llmapi``
+    with protocol ``llmapi`` (text_input + sampling_param_* in, cumulative text_output out).
     """
     pools = [p for p in stack.pools if model.name in p.models]
     aggregated = [p for p in pools if p.role == "aggregated"]
     if aggregated:
         pool = aggregated[0]  # a model in several aggregated pools is served by the first
-        return {"kind": "aggregated", "pool": pool.name, "triton_model": _bls(model.name, "aggregated")}
+        if uses_llm_api(stack, model):
+            # One python model takes text and sampling_param_* inputs and answers text_output; the
+            # render refuses LLM-API models in prefill/decode pools, so aggregated is the only case.
+            return {
+                "kind": "aggregated",
+                "pool": pool.name,
+                "triton_model": llmapi_model_name(model.name),
+                "protocol": "llmapi",
+            }
+        return {
+            "kind": "aggregated",
+            "pool": pool.name,
+            "triton_model": _bls(model.name, "aggregated"),
+            "protocol": "ensemble",
+        }
     prefill = next(p for p in pools if p.role == "prefill")
     decode = stack.partner_of(prefill)
     assert decode is not None  # the spec's cross-checks guarantee a partner

@@ -38,6 +38,7 @@ from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints, block_hashes, make_policy
 from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
 from generator.router.replicas import PoolState, ReplicaMonitor
+from generator.router.stops import StopTrimmer
 from generator.router.tokens import ModelTokenizer, TokenizerLoader, load_tokenizer
 from generator.router.upstream import GenerateCall, Response, Upstream
 
@@ -62,6 +63,7 @@ class ModelEntry:
     pools: tuple[PoolState, ...]
     aggregated: PoolTarget | None = None
     triton_model: str = ""
+    protocol: str = "ensemble"  # routes.yaml serving.protocol: "ensemble" or "llmapi"
     disaggregated: DisaggregatedFlow | None = None
 
 
@@ -138,6 +140,7 @@ class RouterApp:
                     (pool,),
                     aggregated=PoolTarget(pool, policies[pool.name]),
                     triton_model=serving.triton_model,
+                    protocol=serving.protocol,
                 )
             else:
                 prefill, decode = pools[serving.prefill.pool], pools[serving.decode.pool]
@@ -342,24 +345,10 @@ class RouterApp:
                 code="context_length_exceeded",
             )
         request.max_tokens = max_tokens
-        inputs: dict[str, Any] = {
-            "text_input": request.prompt or "",
-            "max_tokens": max_tokens,
-            "stream": request.stream,
-        }
-        if request.messages is not None:
-            inputs["messages"] = orjson.dumps(request.messages).decode()
-        if request.temperature is not None:
-            inputs["temperature"] = request.temperature
-        if request.top_p is not None:
-            inputs["top_p"] = request.top_p
-        if request.seed is not None:
-            inputs[route.seed_input] = request.seed
-        if request.stop:
-            inputs["stop_words"] = list(request.stop)
-        if route.token_count_outputs:
-            inputs["return_num_input_tokens"] = True
-            inputs["return_num_output_tokens"] = True
+        if entry.protocol == "llmapi":
+            inputs = _llmapi_inputs(entry, request, max_tokens)
+        else:
+            inputs = _ensemble_inputs(route, request, max_tokens)
         settings = self.routes.router
         session = headers.get(settings.session_header.lower().encode())
         hints = Hints(
@@ -369,6 +358,71 @@ class RouterApp:
             else (),
         )
         return GenerateCall(model="", inputs=inputs, request_id=request_id), hints, len(ids)
+
+
+def _ensemble_inputs(route: ModelRoute, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
+    """Inputs of our BLS / ensembles: the chat messages go as JSON, preprocessing applies the template."""
+    inputs: dict[str, Any] = {
+        "text_input": request.prompt or "",
+        "max_tokens": max_tokens,
+        "stream": request.stream,
+    }
+    if request.messages is not None:
+        inputs["messages"] = orjson.dumps(request.messages).decode()
+    if request.temperature is not None:
+        inputs["temperature"] = request.temperature
+    if request.top_p is not None:
+        inputs["top_p"] = request.top_p
+    if request.top_k is not None:
+        inputs["top_k"] = request.top_k
+    if request.seed is not None:
+        inputs[route.seed_input] = request.seed
+    if request.stop:
+        inputs["stop_words"] = list(request.stop)
+    if route.token_count_outputs:
+        inputs["return_num_input_tokens"] = True
+        inputs["return_num_output_tokens"] = True
+    return inputs
+
+
+def _llmapi_inputs(entry: ModelEntry, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
+    """Inputs of the LLM-API model (reference/triton-trtllm-backend.md §1.4). It takes plain text,
+    so a chat request's messages are rendered with the tokenizer's chat template here."""
+    text = entry.tokenizer.chat_text(request.messages) if request.messages is not None else request.prompt
+    inputs: dict[str, Any] = {
+        "text_input": text or "",
+        "streaming": request.stream,
+        "sampling_param_max_tokens": max_tokens,
+        # The model's default is False (the prompt would lead text_output); OpenAI answers exclude it.
+        "sampling_param_exclude_input_from_output": True,
+        "return_finish_reason": True,
+    }
+    if request.temperature is not None:
+        inputs["sampling_param_temperature"] = request.temperature
+    if request.top_p is not None:
+        inputs["sampling_param_top_p"] = request.top_p
+    if request.top_k is not None:
+        inputs["sampling_param_top_k"] = request.top_k
+    if request.seed is not None:
+        inputs["sampling_param_seed"] = request.seed
+    if request.stop:
+        # Every stop string lets the engine end early; the router's StopTrimmer still cuts the text.
+        inputs["sampling_param_stop"] = list(request.stop)
+    return inputs
+
+
+async def _text_deltas(responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
+    """The LLM-API model streams its whole text so far in every response (``output.text``, not the
+    difference); the rest of the router works with pieces. Text already sent stays sent: a response
+    that revises earlier characters (detokenizer) contributes only what lies beyond them."""
+    previous = ""
+    async with aclosing(responses) as upstream:
+        async for response in upstream:
+            text = response.text
+            response.text = text[len(previous) :]
+            if len(text) > len(previous):
+                previous = text
+            yield response
 
 
 class _Exchange:
@@ -392,13 +446,15 @@ class _Exchange:
         self.shaper = Shaper(request, request_id, int(app.wall_clock()))
         self.status = 499  # until proven otherwise: the client went away
         self.started = False
+        self.itl = app.metrics.itl.labels(entry.name)
 
     def _responses(self) -> AsyncIterator[Response]:
         entry = self.entry
         if entry.aggregated is not None:
-            return self.app.dispatcher.stream(
+            responses = self.app.dispatcher.stream(
                 entry.aggregated, replace(self.call, model=entry.triton_model), self.hints
             )
+            return _text_deltas(responses) if entry.protocol == "llmapi" else responses
         assert entry.disaggregated is not None
         return entry.disaggregated.run(entry.name, self.call, self.hints, self.request.stream, self._finished)
 
@@ -408,8 +464,7 @@ class _Exchange:
             return True
         if context.output_ids and context.output_ids[-1] in self.entry.tokenizer.end_ids:
             return True
-        text = context.text.rstrip()
-        return any(text.endswith(stop) for stop in self.request.stop)
+        return any(stop in context.text for stop in self.request.stop)
 
     def _usage(self, text: str, last: Response | None) -> dict[str, int]:
         prompt = last.num_input_tokens if last and last.num_input_tokens is not None else self.prompt_tokens
@@ -422,36 +477,31 @@ class _Exchange:
 
     async def respond(self) -> None:
         metrics, model, clock = self.app.metrics, self.entry.name, self.app.clock
-        itl = metrics.itl.labels(model)
-        pieces: list[str] = []
+        pieces: list[str] = []  # what the client gets: cut before the first stop string
+        generated: list[str] = []  # what the model produced, for usage counted by the tokenizer
+        trimmer = StopTrimmer(self.request.stop)
         last: Response | None = None
         counts: Response | None = None
         previous = self.arrived
         try:
             async with asyncio.timeout(self.app.routes.router.request_timeout_s):
+                # Leaving the loop at a stop string closes the responses, which cancels upstream.
                 async with aclosing(self._responses()) as responses:
                     async for response in responses:
                         last = response
                         if response.num_output_tokens is not None or response.num_input_tokens is not None:
                             counts = response
-                        pieces.append(response.text)
-                        if not self.request.stream:
-                            continue
-                        now = clock()
-                        if not self.started:
-                            await self._start_stream()
-                            metrics.ttft.labels(model).observe(now - self.arrived)
-                        elif response.text:
-                            itl.observe(now - previous)
-                        previous = now
-                        if response.text:
-                            await self.send(
-                                {
-                                    "type": "http.response.body",
-                                    "body": self.shaper.text_event(response.text),
-                                    "more_body": True,
-                                }
-                            )
+                        generated.append(response.text)
+                        piece = trimmer.feed(response.text)
+                        pieces.append(piece)
+                        if self.request.stream:
+                            previous = await self._stream_piece(piece, previous)
+                        if trimmer.stopped:
+                            break
+                piece = trimmer.flush()
+                pieces.append(piece)
+                if self.request.stream and piece:
+                    await self._stream_piece(piece, previous)
         except ApiError as error:
             await self._fail(error)
             return
@@ -461,8 +511,8 @@ class _Exchange:
             )
             return
         text = "".join(pieces)
-        usage = self._usage(text, counts or last)
-        finish = "length" if usage["completion_tokens"] >= (self.request.max_tokens or 0) else "stop"
+        usage = self._usage("".join(generated), counts or last)
+        finish = self._finish_reason(trimmer.stopped, last, usage["completion_tokens"])
         metrics.prompt_tokens.labels(model).inc(usage["prompt_tokens"])
         metrics.generated_tokens.labels(model).inc(usage["completion_tokens"])
         self.status = 200
@@ -479,6 +529,27 @@ class _Exchange:
             await _send_json(self.send, 200, body, self.echo)
             metrics.ttft.labels(model).observe(clock() - self.arrived)
         metrics.e2e.labels(model).observe(clock() - self.arrived)
+
+    async def _stream_piece(self, piece: str, previous: float) -> float:
+        """Send one piece of streamed text (the headers first); returns when it was sent, for ITL."""
+        metrics, model, now = self.app.metrics, self.entry.name, self.app.clock()
+        if not self.started:
+            await self._start_stream()
+            metrics.ttft.labels(model).observe(now - self.arrived)
+        elif piece:
+            self.itl.observe(now - previous)
+        if piece:
+            await self.send(
+                {"type": "http.response.body", "body": self.shaper.text_event(piece), "more_body": True}
+            )
+        return now
+
+    def _finish_reason(self, stopped: bool, last: Response | None, completion_tokens: int) -> str:
+        if stopped:
+            return "stop"
+        if last is not None and last.finish_reason in ("stop", "length"):
+            return last.finish_reason  # the LLM-API model says why it ended
+        return "length" if completion_tokens >= (self.request.max_tokens or 0) else "stop"
 
     async def _start_stream(self) -> None:
         self.started = True

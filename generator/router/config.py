@@ -74,6 +74,12 @@ class Aggregated(Closed):
     kind: Literal["aggregated"] = "aggregated"
     pool: str
     triton_model: str
+    protocol: Literal["ensemble", "llmapi"] = Field(
+        default="ensemble",
+        description="Tensor contract of triton_model: ensemble (our BLS/ensemble: text_input, max_tokens, "
+        "stream, ...) or llmapi (the LLM-API model: text_input, streaming, sampling_param_*, cumulative "
+        "text_output and finish_reason)",
+    )
 
 
 class Disaggregated(Closed):

@@ -50,6 +50,7 @@ class OpenAIRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # not in OpenAI's API; vLLM and trtllm-serve accept it, so do we
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     stream: bool = False
@@ -134,6 +135,7 @@ def parse_request(raw: bytes, chat: bool) -> OpenAIRequest:
         request.max_tokens = _integer(body, "max_tokens", 1)
     request.temperature = _number(body, "temperature", 0.0, 2.0)
     request.top_p = _number(body, "top_p", 0.0, 1.0)
+    request.top_k = _integer(body, "top_k", 0)
     request.seed = _integer(body, "seed", 0)
     n = _integer(body, "n", 1)
     if n not in (None, 1):

@@ -56,6 +56,16 @@ INPUT_TYPES: dict[str, str] = {
     "return_num_input_tokens": "BOOL",
     "return_num_output_tokens": "BOOL",
     "context_phase_params": "UINT8",
+    # The LLM-API model (render/llmapi.py LLMAPI_INPUTS; reference/triton-trtllm-backend.md §1.4).
+    "streaming": "BOOL",
+    "sampling_param_max_tokens": "INT32",
+    "sampling_param_temperature": "FP32",
+    "sampling_param_top_p": "FP32",
+    "sampling_param_top_k": "INT32",
+    "sampling_param_seed": "UINT64",
+    "sampling_param_stop": "BYTES",
+    "sampling_param_exclude_input_from_output": "BOOL",
+    "return_finish_reason": "BOOL",
 }
 _NUMPY = {"INT32": np.int32, "UINT64": np.uint64, "FP32": np.float32, "BOOL": np.bool_, "UINT8": np.uint8}
 
@@ -89,6 +99,7 @@ class Response:
     num_input_tokens: int | None = None
     num_output_tokens: int | None = None
     context_phase_params: bytes | None = None
+    finish_reason: str | None = None  # the LLM-API model's: "stop", "length", "cancelled", ...
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,11 @@ def _decode_outputs(named: dict[str, Any]) -> Response:
         value = named.get(key)
         if value is not None:
             setattr(out, key, int(np.asarray(value).reshape(-1)[0]))
+    reason = named.get("finish_reason")
+    if isinstance(reason, list):
+        reason = reason[0] if reason else None
+    # The LLM-API model sends str(None) while a streamed request is still running.
+    out.finish_reason = reason if reason and reason != "None" else None
     params = named.get("context_phase_params")
     if params is not None:
         out.context_phase_params = (
