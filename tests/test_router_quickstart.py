@@ -100,8 +100,11 @@ def test_disconnect_cancels_the_engine_request(router: RunningRouter, running_qu
     cancelled, completed = count("cancelled"), count("completed")
     with httpx.stream("POST", router.url + "/v1/completions", json=body, timeout=60) as reply:
         assert reply.status_code == 200
+        events = 0
         for line in reply.iter_lines():
-            if line.startswith("data: {"):
+            # The first event is the prefill phase's token; wait until the decode phase streams.
+            events += line.startswith("data: {")
+            if events == 5:
                 break
     assert settle("cancelled", cancelled + 1) == cancelled + 1
     time.sleep(0.5)

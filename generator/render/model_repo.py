@@ -147,7 +147,7 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
                 "instance_count": model.instances.bls,
                 "parameters": [("context_model_name", names.context), ("generation_model_name", names.generation)],
             },
-            ["disaggregated_serving_bls"],
+            ["disaggregated_serving_bls", "shared"],
         )
     roles = {"decode": pool.role == "decode", "streaming": streaming}
     steps = T.ensemble_steps(era, prefill=pool.role == "prefill", **roles)

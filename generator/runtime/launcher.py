@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ class LaunchSettings:
 
 
 @dataclass
-class Managed:
+class Managed(ABC):
     """A child process with a log file and a URL that answers 200 once it is ready."""
 
     log_path: Path
@@ -45,12 +46,12 @@ class Managed:
     ready_after_s: float | None = field(default=None, init=False)
 
     @property
-    def name(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def name(self) -> str: ...
 
     @property
-    def ready_url(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def ready_url(self) -> str: ...
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from engine_stop import stop_engine_request
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -138,20 +139,7 @@ class TritonPythonModel:
         )
 
     def _stop_generation(self, request_id: str) -> None:
-        stop = pb_utils.InferenceRequest(
-            model_name=self._generation,
-            inputs=[
-                pb_utils.Tensor("input_ids", np.zeros((1, 1), dtype=np.int32)),
-                pb_utils.Tensor("input_lengths", np.ones((1, 1), dtype=np.int32)),
-                pb_utils.Tensor("request_output_len", np.ones((1, 1), dtype=np.int32)),
-                pb_utils.Tensor("stop", np.ones((1, 1), dtype=bool)),
-            ],
-            requested_output_names=["output_ids"],
-            request_id=request_id,
-        )
-        for response in stop.exec(decoupled=True):
-            if response.has_error():
-                self._logger.log_warn(f"stopping {request_id} on {self._generation}: {response.error().message()}")
+        stop_engine_request(self._generation, request_id)
 
 
 def _engine_inputs(request, skip: tuple[str, ...]) -> list:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from engine_stop import stop_engine_request
 from model_parameters import ModelParameters, RequestError
 from streaming_detokenizer import IncrementalDetokenizer
 
@@ -235,22 +236,7 @@ class TritonPythonModel:
             cancel()
             return
         # Triton < 24.12 cannot cancel a BLS stream; the engine's own `stop` input can.
-        stop = pb_utils.InferenceRequest(
-            model_name=self._engine,
-            inputs=[
-                pb_utils.Tensor("input_ids", np.zeros((1, 1), dtype=np.int32)),
-                pb_utils.Tensor("input_lengths", np.ones((1, 1), dtype=np.int32)),
-                pb_utils.Tensor("request_output_len", np.ones((1, 1), dtype=np.int32)),
-                pb_utils.Tensor("stop", np.ones((1, 1), dtype=bool)),
-            ],
-            requested_output_names=["output_ids"],
-            request_id=request_id,
-        )
-        for response in stop.exec(decoupled=True):
-            if response.has_error():
-                self._logger.log_warn(
-                    f"stopping {request_id} on {self._engine}: {response.error().message()}"
-                )
+        stop_engine_request(self._engine, request_id)
 
     # -- the three steps ---------------------------------------------------------------------------
 
