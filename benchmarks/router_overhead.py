@@ -9,6 +9,8 @@ speed), the same load at concurrency 1, 16 and 64 (streaming, ``--max-tokens`` e
 * ``direct``: Triton HTTP ``generate_stream`` of ``tiny-chat_bls``, the model the router calls;
 * ``direct-grpc``: Triton gRPC ``ModelStreamInfer`` (the router's default upstream transport);
 * ``nginx``: the same ``generate_stream`` through nginx (Debian package) as a plain reverse proxy;
+* ``python-proxy``: the same through ``benchmarks/minimal_python_proxy.py`` (the router's stack with
+  none of its work), which separates what any Python hop costs here from what the router adds;
 * ``router``: ``POST /v1/completions`` with ``stream: true`` through ``tritonstack router`` with
   its default HTTP ``generate_stream`` upstream, and ``router-grpc`` (gRPC stream upstream).
 
@@ -244,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         children.append(
             subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir / "nginx")], start_new_session=True)
         )
+        proxy_port = free_port()
+        children.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "minimal_python_proxy.py"),
+                 f"http://127.0.0.1:{endpoint.http}", str(proxy_port)],
+                start_new_session=True,
+            )
+        )
         router_http, http_url = start_router(routes, "http", workdir)
         children.append(router_http)
         router_grpc, grpc_url = start_router(routes, "grpc", workdir)
@@ -254,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         openai_body = {"model": "tiny-chat", "prompt": PROMPT, "max_tokens": args.max_tokens, "stream": True}
         direct_url = f"http://127.0.0.1:{endpoint.http}/v2/models/{TRITON_MODEL}/generate_stream"
         nginx_url = f"http://127.0.0.1:{nginx_port}/v2/models/{TRITON_MODEL}/generate_stream"
+        proxy_url = f"http://127.0.0.1:{proxy_port}/v2/models/{TRITON_MODEL}/generate_stream"
 
         async def grpc_one(client: GrpcUpstream) -> Sample:
             start, ttft, events = time.perf_counter(), 0.0, 0
@@ -269,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "direct": lambda s, g: lambda: sse_request(s, direct_url, triton_body, triton_text),
             "direct-grpc": lambda s, g: lambda: grpc_one(g),
             "nginx": lambda s, g: lambda: sse_request(s, nginx_url, triton_body, triton_text),
+            "python-proxy": lambda s, g: lambda: sse_request(s, proxy_url, triton_body, triton_text),
             "router": lambda s, g: (
                 lambda: sse_request(s, http_url + "/v1/completions", openai_body, openai_text)
             ),
@@ -305,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = []
     if c1:
         verdict.append(
-            f"c=1 p50 TTFT overhead {c1['ttft_p50_ms'] - results['direct'][1]['ttft_p50_ms']:+.2f} ms (bar < 1 ms)"
+            f"c=1 p50 TTFT overhead {c1['ttft_p50_ms'] - results['direct'][1]['ttft_p50_ms']:+.2f} ms (bar < 1 ms), "
+            f"of which a bare Python hop costs {results['python-proxy'][1]['ttft_p50_ms'] - results['direct'][1]['ttft_p50_ms']:+.2f} ms"
         )
     if c64:
         verdict.append(
