@@ -31,9 +31,6 @@ class ArtifactPath:
 
 
 def artifact_paths(stack: Stack, options: RenderOptions) -> list[ArtifactPath]:
-    compose_dir = os.path.join(os.path.abspath(options.out_dir), "deploy", "compose")
-    # Any pool works for the rewrite: every pool's repository has the same depth under the output.
-    model_dir = os.path.join(os.path.abspath(options.out_dir), "model_repos", "pool", "model")
     found: dict[tuple[str, str], ArtifactPath] = {}
     for model in stack.models:
         for field, value in (("engine_dir", model.engine_dir), ("tokenizer_dir", model.tokenizer_dir)):
@@ -42,13 +39,12 @@ def artifact_paths(stack: Stack, options: RenderOptions) -> list[ArtifactPath]:
             if os.path.isabs(value):
                 container = router = host = posixpath.normpath(value)
             else:
-                target = os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), value))
-                rewritten = os.path.relpath(target, model_dir)
+                # Any pool works for the rewrite: every pool's repository has the same depth.
+                rewritten = options.from_output(value, "model_repos/pool/model")
                 container = posixpath.normpath(posixpath.join(MODELS_MOUNT, "model", rewritten))
                 # routes.yaml carries tokenizer paths relative to its own folder (out/router/).
-                from_routes = os.path.relpath(target, os.path.join(os.path.abspath(options.out_dir), "router"))
-                router = posixpath.normpath(posixpath.join(CONFIG_MOUNT, from_routes))
-                host = os.path.relpath(target, compose_dir)
+                router = posixpath.normpath(posixpath.join(CONFIG_MOUNT, options.from_output(value, "router")))
+                host = options.from_output(value, "deploy/compose")
             found[(model.name, field)] = ArtifactPath(model.name, field, value, container, router, host)
     return list(found.values())
 

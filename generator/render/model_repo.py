@@ -256,9 +256,7 @@ def _path_for_model_dir(path: str, options: RenderOptions, repo: PurePosixPath) 
     file and are rewritten relative to the model's directory inside the output."""
     if os.path.isabs(path):
         return path
-    target = os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), path))
-    model_dir = os.path.join(os.path.abspath(options.out_dir), str(repo), "model")
-    relative = os.path.relpath(target, model_dir)
+    relative = options.from_output(path, str(repo / "model"))
     if "\\" in relative:
         raise RenderError(f"path {path!r} cannot be written portably")
     return relative
@@ -267,9 +265,7 @@ def _path_for_model_dir(path: str, options: RenderOptions, repo: PurePosixPath) 
 def _path_for_node(path: str, options: RenderOptions) -> str:
     """Paths inside model.yaml are read by the LLM-API model on the node: absolute ones pass, relative
     ones are relative to the spec file."""
-    if os.path.isabs(path):
-        return path
-    return os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), path))
+    return path if os.path.isabs(path) else options.spec_path(path)
 
 
 def _ids(values: range) -> str:

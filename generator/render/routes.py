@@ -14,7 +14,6 @@ reaches Triton: tokenizer, input/output limits, chat and streaming.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from generator import yamlio
@@ -33,11 +32,9 @@ Endpoints = dict[str, list[tuple[str, int, int, int]]]
 
 def _tokenizer_dir(model: Model, options: RenderOptions | None) -> str:
     """Relative spec paths are relative to the spec file; in routes.yaml, to routes.yaml itself."""
-    path = model.tokenizer_dir
-    if options is None or os.path.isabs(path):
-        return path
-    target = os.path.normpath(os.path.join(os.path.abspath(options.spec_dir), path))
-    return os.path.relpath(target, os.path.join(os.path.abspath(options.out_dir), "router"))
+    if options is None:
+        return model.tokenizer_dir
+    return options.from_output(model.tokenizer_dir, "router")
 
 
 def _serving(stack: Stack, model: Model) -> dict[str, Any]:
