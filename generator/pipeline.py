@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import PlanError
-from generator.plan.plan import check_fits, kv_token_budgets
+from generator.plan.plan import plan_stack
 from generator.render import RenderOptions, render
 from generator.render.reference import as_reference_engine
 from generator.spec import Stack, load_spec
@@ -36,10 +36,10 @@ def build(spec_path: Path, out_dir: Path, *, reference_engine: bool = False) -> 
     notes: list[str] = []
     if reference_engine:
         stack, notes = as_reference_engine(stack, spec_dir)
-    problems = check_fits(stack, base_dir=spec_dir)
-    if problems:
-        raise PlanError(problems)
-    budgets = kv_token_budgets(stack, base_dir=spec_dir)
+    plan = plan_stack(stack, base_dir=spec_dir)
+    if plan.problems:
+        raise PlanError(plan.problems)
+    budgets = plan.kv_token_budgets()
     files = render(stack, RenderOptions(spec_dir=spec_dir, out_dir=out_dir, kv_token_budgets=budgets))
     validate_repositories(files, stack)
     return Built(stack=stack, files=with_manifest(files, stack.name), notes=notes)

@@ -12,7 +12,7 @@ from generator.commands.common import add_out_argument, add_reference_engine_arg
 from generator.errors import RuntimeSetupError
 from generator.pipeline import build
 from generator.render.options import RenderOptions
-from generator.runtime.launcher import Launcher, LaunchSettings, Managed, Replica, tail
+from generator.runtime.launcher import Launcher, LaunchSettings, Managed, tail
 from generator.runtime.local_stack import LocalStackSettings, start_local_stack
 from generator.runtime.tritonserver import find_tritonserver
 from generator.write import write_output
@@ -103,9 +103,8 @@ def _progress(member: Managed) -> None:
 
 def _print_addresses(launcher: Launcher) -> None:
     print(f"\n{'process':<20} {'HTTP':<28} {'gRPC':<22} metrics")
-    for member in launcher.processes:
-        if isinstance(member, Replica):
-            print(f"{member.name:<20} {member.http_url:<28} {member.grpc_address:<22} {member.metrics_url}")
+    for replica in launcher.replicas:
+        print(f"{replica.name:<20} {replica.http_url:<28} {replica.grpc_address:<22} {replica.metrics_url}")
     for service in launcher.services:
         print(f"{service.name:<20} {service.url}")
     router = next((s for s in launcher.services if s.label == "router"), None)

@@ -33,7 +33,13 @@ from generator.plan.memory import (
     weight_bytes,
     weight_bytes_per_rank,
 )
-from generator.plan.sources import ResolvedFacts, effective_kv_dtype, effective_precision, gpu_of, resolve_facts
+from generator.plan.sources import (
+    ResolvedFacts,
+    effective_kv_dtype,
+    effective_precision,
+    gpu_of,
+    resolve_facts,
+)
 
 __all__ = ["ModelPlan", "GpuPlan", "StackPlan", "plan_stack", "check_fits", "kv_token_budgets", "rank_gpus"]
 
@@ -110,6 +116,14 @@ class StackPlan:
     gpus: list[GpuPlan]
     problems: list[str]
     notes: list[str]
+
+    def kv_token_budgets(self) -> dict[str, int]:
+        """Model name → ``max_tokens_in_paged_kv_cache`` for every TensorRT-LLM model that was sized."""
+        return {
+            m.name: m.kv_token_budget
+            for m in self.models
+            if m.engine == TENSORRT_LLM and m.kv_token_budget is not None and m.kv_token_budget > 0
+        }
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -396,9 +410,4 @@ def kv_token_budgets(stack: Any, base_dir: Path | None = None, catalogs: Catalog
 
     Models without facts or without a target GPU are absent (the render keeps the spec's value, if any).
     """
-    plan = plan_stack(stack, catalogs, base_dir)
-    return {
-        m.name: m.kv_token_budget
-        for m in plan.models
-        if m.engine == TENSORRT_LLM and m.kv_token_budget is not None and m.kv_token_budget > 0
-    }
+    return plan_stack(stack, catalogs, base_dir).kv_token_budgets()
