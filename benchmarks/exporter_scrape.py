@@ -28,8 +28,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from generator.render.monitoring import local_exporter_config  # noqa: E402
-from generator.spec import parse_spec  # noqa: E402
+from generator.render.monitoring import local_exporter_config
+from generator.spec import parse_spec
 
 CAPTURED = ROOT / "tests" / "fixtures" / "metrics" / "triton_stand_in_loaded.txt"
 
@@ -41,14 +41,14 @@ def replay_text(models: int) -> bytes:
 
 def serve(body: bytes) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def socket_port() -> int:
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -81,9 +81,9 @@ class _CountingSink:
 
 def bench_core(tokenizer_dir: Path, tokens: int, streams: int, sampled: bool) -> float:
     sys.path.insert(0, str(ENGINE_DIR))
-    from reference_kv import KvBlockPool  # noqa: PLC0415
-    from reference_lm import ReferenceLM, SamplingParams, read_vocabulary  # noqa: PLC0415
-    from reference_scheduler import BatcherSettings, EngineRequest, InflightBatcher  # noqa: PLC0415
+    from reference_kv import KvBlockPool
+    from reference_lm import ReferenceLM, SamplingParams, read_vocabulary
+    from reference_scheduler import BatcherSettings, EngineRequest, InflightBatcher
 
     lm = ReferenceLM(read_vocabulary(str(tokenizer_dir)), seed=0)
     batcher = InflightBatcher(lm, KvBlockPool(65536, 32, True), BatcherSettings(max_active=streams))
@@ -107,7 +107,7 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _server(repo: Path, log: Path):
-    from generator.runtime.tritonserver import find_tritonserver  # noqa: PLC0415
+    from generator.runtime.tritonserver import find_tritonserver
 
     triton = find_tritonserver()
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
@@ -148,7 +148,7 @@ def _server(repo: Path, log: Path):
 
 def bench_server(grpc_url: str, tokens: int, streams: int) -> tuple[float, float]:
     """(tokens/s over all streams, mean time to first token in ms) for N concurrent streams."""
-    import tritonclient.grpc as grpcclient  # noqa: PLC0415
+    import tritonclient.grpc as grpcclient
 
     events: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(grpc_url)

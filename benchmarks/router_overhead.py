@@ -7,15 +7,17 @@ One run, one tritonserver (the quickstart's ``chat`` pool replica 0, reference e
 speed), the same load at concurrency 1, 16 and 64 (streaming, ``--max-tokens`` each), through:
 
 * ``direct``: Triton HTTP ``generate_stream`` of ``tiny-chat_bls``, the model the router calls;
-* ``direct-grpc``: Triton gRPC ``ModelStreamInfer`` (the router's default upstream transport);
+* ``direct-grpc``: Triton gRPC ``ModelStreamInfer`` (the router's other upstream transport);
 * ``nginx``: the same ``generate_stream`` through nginx (Debian package) as a plain reverse proxy;
 * ``python-proxy``: the same through ``benchmarks/minimal_python_proxy.py`` (the router's stack with
-  none of its work), which separates what any Python hop costs here from what the router adds;
+  none of its work: its HTTP server and HTTP/1.1 client, nothing else), which separates what any Python hop costs here from what the router adds;
 * ``router``: ``POST /v1/completions`` with ``stream: true`` through ``tritonstack router`` with
   its default HTTP ``generate_stream`` upstream, and ``router-grpc`` (gRPC stream upstream).
 
 TTFT is request start → first SSE event carrying text; tokens/s is streamed text events / wall time.
-The load generator (aiohttp) is the same for every path. Figures from a shared 2-core machine are
+The load generator (aiohttp) is the same for every path. ``--placement split`` puts Triton on CPU 0
+and the client and proxies on the others (a node gives the router its own cores; on a 2-core machine
+the shared default makes every hop wait for the CPU Triton is using). Figures from a shared machine are
 for comparison within one run only.
 
     .venv/bin/python benchmarks/router_overhead.py [--max-tokens 32] [--requests 64] [--json out.json]
@@ -186,6 +188,18 @@ async def measure(
     return results
 
 
+def pin_process_trees(parent: int, cpus: set[int]) -> None:
+    """Move every thread of every descendant of ``parent`` onto ``cpus``."""
+    import psutil
+
+    for child in psutil.Process(parent).children(recursive=True):
+        for thread in child.threads():
+            try:
+                os.sched_setaffinity(thread.id, cpus)
+            except OSError:  # the thread ended meanwhile
+                pass
+
+
 def start_router(routes: Path, upstream: str, workdir: Path) -> tuple[subprocess.Popen[str], str]:
     text = re.sub(r"(?m)^  upstream: \w+$", f"  upstream: {upstream}", routes.read_text())
     text = text.replace("max_inflight_per_replica: 64", "max_inflight_per_replica: 256")
@@ -213,7 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--levels", default="1,16,64")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--placement",
+        choices=["shared", "split"],
+        default="shared",
+        help="shared: every process on every CPU (the default); split: tritonserver and its stubs on "
+        "CPU 0, the client and every proxy (nginx, Python, routers) on the other CPUs, as a node "
+        "gives the router its own cores",
+    )
     args = parser.parse_args(argv)
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.placement == "split" and len(cpus) < 2:
+        print("--placement split needs at least 2 CPUs", file=sys.stderr)
+        return 1
     levels = [int(x) for x in args.levels.split(",")]
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
@@ -229,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launcher.start()
         launcher.wait_ready()
+        if args.placement == "split":
+            pin_process_trees(os.getpid(), {cpus[0]})  # Triton: everything started so far
+            os.sched_setaffinity(0, set(cpus[1:]))  # this client, and what it starts from here on
         replica = next(r for r in launcher.replicas if r.pool == "chat")
         endpoint = Endpoint(
             host="127.0.0.1", http=replica.http_port, grpc=replica.grpc_port, metrics=replica.metrics_port
@@ -249,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         proxy_port = free_port()
         children.append(
             subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "minimal_python_proxy.py"),
-                 f"http://127.0.0.1:{endpoint.http}", str(proxy_port)],
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "minimal_python_proxy.py"),
+                    f"http://127.0.0.1:{endpoint.http}",
+                    str(proxy_port),
+                ],
                 start_new_session=True,
             )
         )
@@ -300,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
                     child.wait()
         launcher.stop()
 
-    print(f"\nstreaming, max_tokens={args.max_tokens}, one tritonserver (reference engine)")
+    print(
+        f"\nstreaming, max_tokens={args.max_tokens}, one tritonserver (reference engine), "
+        f"placement {args.placement}"
+    )
     print(
         f"{'path':<12} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} {'tok/s ratio':>11}"
     )
@@ -326,7 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("; ".join(verdict))
     if args.json:
-        args.json.write_text(json.dumps({"max_tokens": args.max_tokens, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"max_tokens": args.max_tokens, "placement": args.placement, "results": results}, indent=2
+            )
+        )
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

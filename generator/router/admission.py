@@ -59,7 +59,7 @@ class Admission:
             pool.waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise Refused(
                     503, f"pool {pool.name!r} stayed at capacity; retry later", self.retry_after
                 ) from None

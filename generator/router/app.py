@@ -1,16 +1,17 @@
-"""The router as a bare ASGI application (uvicorn runs it).
+"""The router as a bare ASGI application (``generator/router/server.py`` serves it).
 
 A bare ASGI callable, not a framework router: per-request framework cost is what caps one Python
-event loop (routers-and-disaggregation.md §5.1: a raw ASGI app on uvicorn relays ~2× the requests of
-Starlette per core). Everything it needs comes in as arguments: the routes, the upstream client,
-the clocks and the tokenizer loader; resources start in the ASGI lifespan, not at import.
+event loop (routers-and-disaggregation.md §5.1: a raw ASGI app relays ~2× the requests of Starlette
+per core), and at concurrency 1 it is most of the latency the router adds. Everything it needs
+comes in as arguments: the routes, the upstream client, the clocks and the tokenizer loader;
+resources start in the ASGI lifespan, not at import.
 
 Served paths: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
 ``GET /health`` (live), ``GET /ready`` (every model has a ready replica in each pool it needs),
 ``GET /metrics``. Anything else is 404: Triton's own endpoints (model control, shared memory,
 logging) are never reachable through the router.
 
-Disconnects: uvicorn silently drops writes to a closed connection, so each inference request runs
+Disconnects: the server silently drops writes to a closed connection, so each inference request runs
 next to a watcher of ``http.disconnect`` that cancels it; cancellation closes the upstream stream,
 which cancels the request inside Triton.
 """
@@ -18,6 +19,7 @@ which cancels the request inside Triton.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -91,6 +93,9 @@ class RouterApp:
         self.monitor: ReplicaMonitor | None = None
         self.draining = False
         self._tokenizers: dict[tuple[str, bool], ModelTokenizer] = {}
+        # Request ids: a random prefix per process and a counter (no system call per request).
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count(1)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -188,7 +193,7 @@ class RouterApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
-                except Exception as exc:  # noqa: BLE001 (any startup failure is reported to uvicorn, which exits non-zero)
+                except Exception as exc:  # noqa: BLE001 (any startup failure is reported to the server, which exits non-zero)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -201,7 +206,7 @@ class RouterApp:
         path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
         raw_id = headers.get(b"x-request-id", b"")
-        request_id = raw_id.decode() if _REQUEST_ID.match(raw_id) else uuid.uuid4().hex
+        request_id = raw_id.decode() if _REQUEST_ID.match(raw_id) else self._new_request_id()
         echo = [(b"x-request-id", request_id.encode())]
         if path in ("/v1/chat/completions", "/v1/completions"):
             if method != "POST":
@@ -245,6 +250,9 @@ class RouterApp:
             await _send_json(send, 200, orjson.dumps({"object": "list", "data": data}), echo)
         else:
             await _send_json(send, 404, error_body(ApiError(404, f"no route for GET {path}")), echo)
+
+    def _new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):08x}"
 
     def _readiness(self) -> tuple[int, dict[str, Any]]:
         models = {name: all(p.ready_count > 0 for p in entry.pools) for name, entry in self.models.items()}
@@ -296,16 +304,14 @@ class RouterApp:
                     code="model_not_found",
                 )
             model_label, pool_label = entry.name, entry.pool_label
-            call, hints, prompt_tokens = await self._prepare(entry, request, request_id, headers)
+            call, hints, prompt = await self._prepare(entry, request, request_id, headers)
         except ApiError as error:
             self.metrics.requests.labels(model_label, pool_label, str(error.status)).inc()
             await _send_error(send, error, echo)
             return
         except asyncio.CancelledError:
             return  # the client left while sending the body
-        exchange = _Exchange(
-            self, entry, request, request_id, call, hints, prompt_tokens, arrived, send, echo
-        )
+        exchange = _Exchange(self, entry, request, request_id, call, hints, prompt, arrived, send, echo)
         await _run_until_disconnect(
             receive, exchange.respond(), lambda: self.metrics.client_disconnects.labels(entry.name).inc()
         )
@@ -313,7 +319,7 @@ class RouterApp:
 
     async def _prepare(
         self, entry: ModelEntry, request: OpenAIRequest, request_id: str, headers: dict[bytes, bytes]
-    ) -> tuple[GenerateCall, Hints, int]:
+    ) -> tuple[GenerateCall, Hints, _PromptSize]:
         route = entry.route
         if request.chat and not route.chat:
             raise ApiError(400, f"model {entry.name!r} does not accept chat requests; use /v1/completions")
@@ -330,34 +336,38 @@ class RouterApp:
                 f"max_tokens {max_tokens} exceeds this model's limit of {route.max_output_len}",
                 param="max_tokens",
             )
+        tokenizer = entry.tokenizer
         try:
-            ids = await entry.tokenizer.prompt_ids(request.prompt, request.messages)
+            text, special = tokenizer.prompt_text(request.prompt, request.messages)
         except (ValueError, TypeError, KeyError) as exc:  # e.g. no chat template, template rejects roles
             raise ApiError(
                 400, f"cannot build the prompt for model {entry.name!r}: {exc}", param="messages"
             ) from None
-        if len(ids) > route.max_input_len:
-            raise ApiError(
-                400,
-                f"the prompt has {len(ids)} tokens; model {entry.name!r} accepts at most "
-                f"{route.max_input_len}",
-                param="messages" if request.chat else "prompt",
-                code="context_length_exceeded",
-            )
+        settings = self.routes.router
+        ids: list[int] | None = None
+        bound = tokenizer.token_bound(text, special)
+        if bound is None or bound > route.max_input_len or settings.policy == "prefix_aware":
+            ids = await tokenizer.encode(text, special)
+            if len(ids) > route.max_input_len:
+                raise ApiError(
+                    400,
+                    f"the prompt has {len(ids)} tokens; model {entry.name!r} accepts at most "
+                    f"{route.max_input_len}",
+                    param="messages" if request.chat else "prompt",
+                    code="context_length_exceeded",
+                )
         request.max_tokens = max_tokens
         if entry.protocol == "llmapi":
             inputs = _llmapi_inputs(entry, request, max_tokens)
         else:
             inputs = _ensemble_inputs(route, request, max_tokens)
-        settings = self.routes.router
         session = headers.get(settings.session_header.lower().encode())
         hints = Hints(
             session=session.decode(errors="replace") if session else request.user,
-            blocks=block_hashes(ids, settings.prefix_block_tokens)
-            if settings.policy == "prefix_aware"
-            else (),
+            blocks=block_hashes(ids, settings.prefix_block_tokens) if ids is not None else (),
         )
-        return GenerateCall(model="", inputs=inputs, request_id=request_id), hints, len(ids)
+        prompt = _PromptSize(text, special, None if ids is None else len(ids))
+        return GenerateCall(model="", inputs=inputs, request_id=request_id), hints, prompt
 
 
 def _ensemble_inputs(route: ModelRoute, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
@@ -425,6 +435,21 @@ async def _text_deltas(responses: AsyncIterator[Response]) -> AsyncIterator[Resp
             yield response
 
 
+@dataclass
+class _PromptSize:
+    """The prompt as the model encodes it; its token count is computed only when asked for (the
+    length check usually passes on a bound, and Triton usually reports the count)."""
+
+    text: str
+    special: bool
+    count: int | None
+
+    def tokens(self, tokenizer: ModelTokenizer) -> int:
+        if self.count is None:
+            self.count = tokenizer.count(self.text, self.special)
+        return self.count
+
+
 class _Exchange:
     """One inference request from dispatch to the last byte; remembers the status it ended with."""
 
@@ -436,13 +461,13 @@ class _Exchange:
         request_id: str,
         call: GenerateCall,
         hints: Hints,
-        prompt_tokens: int,
+        prompt: _PromptSize,
         arrived: float,
         send: Send,
         echo: list[tuple[bytes, bytes]],
     ) -> None:
         self.app, self.entry, self.request, self.call, self.hints = app, entry, request, call, hints
-        self.prompt_tokens, self.arrived, self.send, self.echo = prompt_tokens, arrived, send, echo
+        self.prompt, self.arrived, self.send, self.echo = prompt, arrived, send, echo
         self.shaper = Shaper(request, request_id, int(app.wall_clock()))
         self.status = 499  # until proven otherwise: the client went away
         self.started = False
@@ -467,11 +492,13 @@ class _Exchange:
         return any(stop in context.text for stop in self.request.stop)
 
     def _usage(self, text: str, last: Response | None) -> dict[str, int]:
-        prompt = last.num_input_tokens if last and last.num_input_tokens is not None else self.prompt_tokens
+        tokenizer = self.entry.tokenizer
+        if last and last.num_input_tokens is not None:
+            prompt = last.num_input_tokens
+        else:
+            prompt = self.prompt.tokens(tokenizer)
         completion = (
-            last.num_output_tokens
-            if last and last.num_output_tokens is not None
-            else self.entry.tokenizer.count(text)
+            last.num_output_tokens if last and last.num_output_tokens is not None else tokenizer.count(text)
         )
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 

@@ -25,11 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import uvicorn
-
 from generator.errors import TritonstackError
 from generator.router.app import RouterApp
 from generator.router.config import Routes, load_routes
+from generator.router.server import HttpServer
 from generator.router.upstream import GrpcUpstream, HttpUpstream, Upstream
 
 __all__ = ["HELP", "bind_socket", "configure", "main", "make_upstream", "run"]
@@ -70,26 +69,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _DrainingServer(uvicorn.Server):
-    """uvicorn, told about the drain first so /ready and new requests see it."""
-
-    def __init__(self, config: uvicorn.Config, app: RouterApp, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self.router_app = app
-        self.on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.on_started()
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.router_app.draining = True
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.should_exit = True  # not re-raised after shutdown: a drained router exits 0
-
-
 async def _reload(app: RouterApp, path: Path) -> None:
     try:
         routes = await asyncio.to_thread(load_routes, path)
@@ -102,35 +81,41 @@ def _serve(config_path: Path, sock: socket.socket, log_level: str, on_started: C
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(name)s %(message)s")
     routes = load_routes(config_path)
     app = RouterApp(routes, make_upstream(routes))
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-        timeout_graceful_shutdown=int(routes.router.drain_timeout_s),
-        backlog=4096,
-    )
-    server = _DrainingServer(config, app, on_started)
+    server = HttpServer(app)
 
-    # uvicorn restores the handlers it found once it has drained; make those "ignore", so a second
-    # SIGTERM (e.g. to the process group and forwarded by a --workers parent) cannot cut the exit short.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
-
-    async def serve() -> None:
+    async def serve() -> int:
         loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def drain() -> None:
+            app.draining = True  # /ready turns 503 and new requests get 503 at once
+            stop.set()
+
+        def interrupt() -> None:
+            if stop.is_set():  # a second Ctrl-C: stop waiting for requests in flight
+                server.cut_drain()
+            drain()
+
+        # A repeated SIGTERM (to the process group, then forwarded by a --workers parent) changes nothing.
+        loop.add_signal_handler(signal.SIGTERM, drain)
+        loop.add_signal_handler(signal.SIGINT, interrupt)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(app, config_path)))
-        await server.serve(sockets=[sock])
+        try:
+            await server.start([sock])
+        except Exception as exc:  # noqa: BLE001 (startup failures are reported, never a traceback)
+            print(f"error: router startup failed: {exc}", file=sys.stderr, flush=True)
+            return 1
+        on_started()
+        await stop.wait()
+        await server.shutdown(app.routes.router.drain_timeout_s)
+        return 0
 
     try:
         import uvloop
 
-        uvloop.run(serve())
+        return uvloop.run(serve())
     except ImportError:
-        asyncio.run(serve())
-    return 0 if server.started else 1
+        return asyncio.run(serve())
 
 
 def _worker(config_path: Path, host: str, port: int, log_level: str, started: Any) -> None:

@@ -3,20 +3,24 @@
 target does not return ``num_input_tokens``/``num_output_tokens`` (the LLM-API model never does). For
 LLM-API models it also renders a chat request's messages to text with the chat template.
 
-Loaded from the model's local ``tokenizer_dir`` (never a model hub). Fast tokenizers run in Rust and
-a short prompt costs tens of microseconds, so short prompts are tokenized on the event loop; long
-ones go to a thread (the Rust side releases the GIL).
+Loaded from the model's local ``tokenizer_dir`` (never a model hub). The length check usually needs
+no tokenizing: for byte-level BPE (GPT-2, Llama 3, Qwen, GPT-OSS tokenizers) a prompt has at most
+as many tokens as its normalized text has bytes, so a prompt whose byte count (times the
+normalizer's worst growth) is within the limit passes at once. That matters at concurrency 1, where
+the router runs between requests with cold caches and one cold encode costs a few hundred
+microseconds. Other prompts are encoded by the Rust core; long ones in a thread (it releases the GIL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from generator.errors import RuntimeSetupError
 
-__all__ = ["THREAD_OVER_CHARS", "ModelTokenizer", "TokenizerLike", "load_tokenizer"]
+__all__ = ["THREAD_OVER_CHARS", "ModelTokenizer", "TokenizerLike", "byte_growth", "load_tokenizer"]
 
 # Prompts longer than this many characters are tokenized off the event loop.
 THREAD_OVER_CHARS = 8192
@@ -39,23 +43,89 @@ def load_tokenizer(directory: str) -> TokenizerLike:
         raise RuntimeSetupError(f"router: cannot load the tokenizer in {directory}: {exc}") from None
 
 
+# How many UTF-8 bytes one input byte can become under each normalizer (Unicode UAX #15 §9 gives
+# the maximum expansion of the four normal forms in UTF-8; lowercasing grows e.g. "İ" 2 → 3 bytes).
+_NORMALIZER_GROWTH = {
+    "NFC": 3.0,
+    "NFD": 3.0,
+    "NFKC": 11.0,
+    "NFKD": 11.0,
+    "Lowercase": 1.5,
+    "Strip": 1.0,
+    "StripAccents": 1.0,
+}
+
+
+def byte_growth(pipeline: dict[str, Any]) -> float | None:
+    """For a ``tokenizer.json`` pipeline in which every token stands for at least one byte of the
+    normalized text (a BPE model over a ByteLevel pre-tokenizer), the most tokens one input byte can
+    yield; ``None`` for any other pipeline, whose prompts are always counted exactly."""
+    model = pipeline.get("model") or {}
+    if model.get("type") != "BPE":
+        return None
+    pre = pipeline.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
+    if not byte_level or any(
+        s.get("type") not in ("ByteLevel", "Split", "Digits", "Punctuation") for s in steps
+    ):
+        return None
+    growth = 1.0
+    normalizer = pipeline.get("normalizer")
+    if normalizer is not None:
+        parts = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+        for part in parts:
+            factor = _NORMALIZER_GROWTH.get(part.get("type", ""))
+            if factor is None:
+                return None
+            growth *= factor
+    if any(s.get("add_prefix_space") for s in byte_level):
+        growth *= 2  # a space may be added before every piece that added tokens split off
+    return growth
+
+
 class ModelTokenizer:
     def __init__(self, tokenizer: TokenizerLike, add_special_tokens: bool) -> None:
         self._tok = tokenizer
         self._add_special = add_special_tokens
         eos = tokenizer.eos_token_id
         self.end_ids = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        # A fast tokenizer's Rust core: encoding through it skips transformers' Python layers.
+        self._rust = getattr(tokenizer, "backend_tokenizer", None)
+        self._growth: float | None = None
+        self._specials = {False: 0, True: 0}
+        if self._rust is not None:
+            self._growth = byte_growth(json.loads(self._rust.to_str()))
+            self._specials[True] = self._rust.num_special_tokens_to_add(False)
 
-    def _prompt_ids(self, prompt: str | None, messages: list[dict[str, Any]] | None) -> list[int]:
+    def prompt_text(self, prompt: str | None, messages: list[dict[str, Any]] | None) -> tuple[str, bool]:
+        """The text the model encodes and whether special tokens are added to it: a chat request's
+        messages through the chat template (which writes its own special tokens), else the prompt."""
         if messages is not None:
-            ids = self._tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-            # transformers 5 returns a BatchEncoding; 4.x returned the list itself.
-            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        return list(self._tok.encode(prompt or "", add_special_tokens=self._add_special))
+            text = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return str(text), False
+        return prompt or "", self._add_special
+
+    def token_bound(self, text: str, special: bool) -> int | None:
+        """An upper bound on ``len(self.encode(text, special))`` that costs no tokenizing, or None
+        when this tokenizer offers none. Byte-level BPE gives every token at least one byte."""
+        if self._growth is None:
+            return None
+        return int(self._growth * len(text.encode())) + self._specials[special]
+
+    def _encode(self, text: str, special: bool) -> list[int]:
+        if self._rust is not None:
+            return self._rust.encode(text, add_special_tokens=special).ids
+        return list(self._tok.encode(text, add_special_tokens=special))
+
+    async def encode(self, text: str, special: bool) -> list[int]:
+        if len(text) > THREAD_OVER_CHARS:
+            return await asyncio.to_thread(self._encode, text, special)
+        return self._encode(text, special)
 
     def chat_text(self, messages: list[dict[str, Any]]) -> str:
         """The chat template applied as text: what a model that takes plain text (LLM-API) gets."""
-        text = str(self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        text, _ = self.prompt_text(None, messages)
         # The model tokenizes this text with special tokens on (tensorrt_llm's default); a template
         # that writes the BOS itself would then start with two. Leave the BOS to the tokenizer.
         bos = getattr(self._tok, "bos_token", None)
@@ -65,17 +135,11 @@ class ModelTokenizer:
 
     def _adds_bos(self) -> bool:
         bos_id = getattr(self._tok, "bos_token_id", None)
-        ids = self._tok.encode("", add_special_tokens=True)
+        ids = self._encode("", True)
         return bos_id is not None and bool(ids) and ids[0] == bos_id
 
-    async def prompt_ids(self, prompt: str | None, messages: list[dict[str, Any]] | None) -> list[int]:
-        size = len(prompt or "") + sum(len(str(m.get("content", ""))) for m in messages or [])
-        if size > THREAD_OVER_CHARS:
-            return await asyncio.to_thread(self._prompt_ids, prompt, messages)
-        return self._prompt_ids(prompt, messages)
-
-    def count(self, text: str) -> int:
-        return len(self._tok.encode(text, add_special_tokens=False)) if text else 0
+    def count(self, text: str, special: bool = False) -> int:
+        return len(self._encode(text, special)) if text or special else 0
 
 
 TokenizerLoader = Callable[[str], TokenizerLike]

@@ -13,7 +13,6 @@ towards ejection) and :class:`UpstreamFailed` (Triton answered with an error for
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import orjson
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from generator.router.config import Endpoint
+from generator.router.http1 import Http1Client, Http1Error
 
 __all__ = [
     "INPUT_TYPES",
@@ -125,6 +125,17 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
+def _ints(value: Any) -> list[int]:
+    """Integers of an output tensor: a JSON number or (nested) list, or a numpy array from gRPC."""
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list):
+        if value and isinstance(value[0], list):
+            return [int(i) for row in value for i in row]
+        return [int(i) for i in value]
+    return [int(i) for i in np.asarray(value).reshape(-1)]
+
+
 def _decode_outputs(named: dict[str, Any]) -> Response:
     out = Response()
     text = named.get("text_output")
@@ -133,11 +144,13 @@ def _decode_outputs(named: dict[str, Any]) -> Response:
     out.text = text or ""
     ids = named.get("output_ids")
     if ids is not None:
-        out.output_ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-    for key in ("num_input_tokens", "num_output_tokens"):
-        value = named.get(key)
-        if value is not None:
-            setattr(out, key, int(np.asarray(value).reshape(-1)[0]))
+        out.output_ids = _ints(ids)
+    value = named.get("num_input_tokens")
+    if value is not None:
+        out.num_input_tokens = _ints(value)[0]
+    value = named.get("num_output_tokens")
+    if value is not None:
+        out.num_output_tokens = _ints(value)[0]
     reason = named.get("finish_reason")
     if isinstance(reason, list):
         reason = reason[0] if reason else None
@@ -324,7 +337,7 @@ class _HttpSide:
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
                 return await reply.text() if reply.status == 200 else ""
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return ""
 
     async def close(self) -> None:
@@ -334,10 +347,12 @@ class _HttpSide:
 
 
 class HttpUpstream:
-    """HTTP ``generate_stream`` (SSE). Closing the connection is how a request is abandoned."""
+    """HTTP ``generate_stream`` (SSE) on the lean client (:mod:`generator.router.http1`); aiohttp for
+    the rest. Closing the connection is how a request is abandoned."""
 
     def __init__(self, connect_timeout: float) -> None:
         self._http = _HttpSide(connect_timeout)
+        self._client = Http1Client(connect_timeout)
         self._models: dict[tuple[str, int, str], _ModelInfo] = {}
 
     async def _model_info(self, endpoint: Endpoint, model: str) -> _ModelInfo:
@@ -361,43 +376,45 @@ class HttpUpstream:
         for name, value in info.accepted(call.inputs).items():
             body[name] = list(value) if isinstance(value, bytes) else value
         body.update(call.parameters)
-        url = f"http://{endpoint.host}:{endpoint.http}/v2/models/{call.model}/generate_stream"
+        path = f"/v2/models/{call.model}/generate_stream"
         try:
-            async with self._http.session.post(
-                url, data=orjson.dumps(body), headers={"content-type": "application/json"}
-            ) as reply:
-                if reply.status != 200:
-                    detail = await reply.text()
-                    raise (UpstreamUnavailable if reply.status >= 500 else UpstreamFailed)(
-                        f"HTTP {reply.status}: {detail[:300]}"
-                    )
-                while True:
-                    # One SSE event per read ("data: {...}\n\n"), not one per line.
-                    try:
-                        event_bytes = await reply.content.readuntil(b"\n\n")
-                    except ValueError:  # an event over aiohttp's line limit: read on by line
-                        event_bytes = await reply.content.readline()
-                    if not event_bytes:
-                        return
-                    if not event_bytes.startswith(b"data:"):
+            reply = await self._client.post(endpoint.host, endpoint.http, path, orjson.dumps(body))
+        except Http1Error as exc:
+            raise UpstreamUnavailable(str(exc)) from None
+        try:
+            if reply.status != 200:
+                detail = (await reply.read_all()).decode(errors="replace")
+                raise (UpstreamUnavailable if reply.status >= 500 else UpstreamFailed)(
+                    f"HTTP {reply.status}: {detail[:300]}"
+                )
+            pending = b""
+            while chunk := await reply.read_chunk():
+                pending = pending + chunk if pending else chunk
+                # One SSE event per response: "data: {...}\n\n".
+                while (end := pending.find(b"\n\n")) >= 0:
+                    event, pending = pending[:end], pending[end + 2 :]
+                    if not event.startswith(b"data:"):
                         continue
-                    event = orjson.loads(event_bytes[5:])
-                    if "error" in event:
-                        raise UpstreamFailed(str(event["error"]))
-                    yield _decode_outputs(event)
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"{type(exc).__name__}: {exc}") from None
+                    payload = orjson.loads(event[5:])
+                    if "error" in payload:
+                        raise UpstreamFailed(str(payload["error"]))
+                    yield _decode_outputs(payload)
+        except Http1Error as exc:
+            raise UpstreamUnavailable(str(exc)) from None
+        finally:
+            reply.close()
 
     async def ready(self, endpoint: Endpoint, timeout: float) -> bool:
         url = f"http://{endpoint.host}:{endpoint.http}/v2/health/ready"
         try:
             async with self._http.session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as reply:
                 return reply.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
 
     async def metrics_text(self, endpoint: Endpoint, timeout: float) -> str:
         return await self._http.metrics_text(endpoint, timeout)
 
     async def close(self) -> None:
+        self._client.close()
         await self._http.close()

@@ -1,0 +1,215 @@
+"""The router's HTTP/1.1 client (generator/router/http1.py) against scripted servers on loopback:
+framing, connection reuse, a stale pooled connection, failures mid-body, back-pressure, abandon."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from generator.router.http1 import Http1Client, Http1Error
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    return head, await reader.readexactly(length)
+
+
+class Server:
+    """A loopback server whose connections run ``handler``; counts the connections it accepted."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.closed = asyncio.Event()
+
+    async def __aenter__(self) -> Server:
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            finally:
+                writer.close()
+                self.closed.set()
+
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+async def keep_alive_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            _, body = await read_request(reader)
+        except asyncio.IncompleteReadError:
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked(b"data: ", body))
+        await writer.drain()
+
+
+async def read_body(client: Http1Client, port: int, body: bytes = b"{}") -> tuple[int, bytes]:
+    reply = await client.post("127.0.0.1", port, "/v2/models/m/generate_stream", body)
+    try:
+        return reply.status, await reply.read_all()
+    finally:
+        reply.close()
+
+
+def test_chunked_body_and_one_connection_for_sequential_requests() -> None:
+    async def scenario() -> None:
+        async with Server(keep_alive_echo) as server:
+            client = Http1Client(connect_timeout=2.0)
+            for i in range(3):
+                assert await read_body(client, server.port, b'{"i":%d}' % i) == (200, b'data: {"i":%d}' % i)
+            assert server.connections == 1
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_request_head_names_path_host_and_length() -> None:
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, body = await read_request(reader)
+        seen.extend([head, body])
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with Server(handler) as server:
+            client = Http1Client(connect_timeout=2.0)
+            assert await read_body(client, server.port, b'{"a":1}') == (200, b"ok")
+            client.close()
+            head = seen[0].decode()
+            assert head.startswith("POST /v2/models/m/generate_stream HTTP/1.1\r\n")
+            assert f"Host: 127.0.0.1:{server.port}\r\n" in head and "Content-Length: 7\r\n" in head
+            assert seen[1] == b'{"a":1}'
+
+    asyncio.run(scenario())
+
+
+def test_connection_closed_while_idle_is_replaced_transparently() -> None:
+    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with Server(one_then_close) as server:
+            client = Http1Client(connect_timeout=2.0)
+            assert await read_body(client, server.port) == (200, b"ok")
+            await server.closed.wait()
+            await asyncio.sleep(0.05)  # let the close reach the pooled connection, or not: both work
+            assert await read_body(client, server.port) == (200, b"ok")
+            assert server.connections == 2
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_reset_mid_body_is_an_error_not_an_end() -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        writer.transport.abort()
+
+    async def scenario() -> None:
+        async with Server(cut) as server:
+            client = Http1Client(connect_timeout=2.0)
+            reply = await client.post("127.0.0.1", server.port, "/x", b"{}")
+            assert await reply.read_chunk() == b"hello"
+            with pytest.raises(Http1Error):
+                await reply.read_chunk()
+            reply.close()
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_refused_connection_and_garbage_are_errors_with_a_reason() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+
+    async def scenario() -> None:
+        client = Http1Client(connect_timeout=2.0)
+        async with Server(garbage) as server:
+            port = server.port
+            with pytest.raises(Http1Error, match="malformed HTTP response"):
+                await client.post("127.0.0.1", port, "/x", b"{}")
+        with pytest.raises(Http1Error, match=f"cannot connect to 127.0.0.1:{port}"):
+            await client.post("127.0.0.1", port, "/x", b"{}")
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_closing_an_unfinished_response_aborts_the_connection() -> None:
+    """How the router abandons a request: the server sees its connection end."""
+    finished = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"3\r\nabc\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        except (ConnectionError, OSError):
+            finished.set()
+
+    async def scenario() -> None:
+        async with Server(endless) as server:
+            client = Http1Client(connect_timeout=2.0)
+            reply = await client.post("127.0.0.1", server.port, "/x", b"{}")
+            assert await reply.read_chunk()
+            reply.close()
+            await asyncio.wait_for(finished.wait(), 5)
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_reader_pauses_the_socket_and_loses_nothing() -> None:
+    piece = b"x" * 65536
+    count = 64  # 4 MiB: well past the client's high-water mark
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(count):
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with Server(flood) as server:
+            client = Http1Client(connect_timeout=2.0)
+            reply = await client.post("127.0.0.1", server.port, "/x", b"{}")
+            await asyncio.sleep(0.3)  # the server writes while nobody reads
+            assert reply._conn.paused and reply._conn.buffered < count * len(piece)
+            received = 0
+            while chunk := await reply.read_chunk():
+                received += len(chunk)
+            assert received == count * len(piece)
+            reply.close()
+            client.close()
+
+    asyncio.run(scenario())

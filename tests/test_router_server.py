@@ -1,0 +1,278 @@
+"""The router's HTTP/1.1 server (generator/router/server.py) with small ASGI apps, driven over real
+sockets: framing, keep-alive and pipelining, request bodies, disconnects, errors, drain, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from generator.router.command import bind_socket
+from generator.router.server import HttpServer
+
+
+class EchoApp:
+    """Answers ``/echo`` with the request body, ``/stream`` in pieces the test releases,
+    ``/boom`` with an exception; remembers what it saw."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.lifespan: list[str] = []
+        self.fail_startup = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.lifespan.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    if self.fail_startup:
+                        await send({"type": "lifespan.startup.failed", "message": "no tokenizer"})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path = scope["path"]
+        if path == "/boom":
+            raise RuntimeError("application bug")
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"stream")]})
+            await self.release.wait()
+            for piece in (b"one ", b"two ", b"three"):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/hang":
+            if (await receive())["type"] == "http.disconnect":
+                self.disconnected.set()
+        else:
+            answer = f"{scope['method']} {path} {len(body)}:".encode() + body
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+            )
+            await send({"type": "http.response.body", "body": answer})
+
+
+@asynccontextmanager
+async def serving(app: Any, keep_alive_s: float = 5.0) -> AsyncIterator[tuple[HttpServer, int]]:
+    sock = bind_socket("127.0.0.1", 0)
+    server = HttpServer(app, keep_alive_s=keep_alive_s)
+    await server.start([sock])
+    try:
+        yield server, sock.getsockname()[1]
+    finally:
+        await server.shutdown(2.0)
+
+
+async def raw_exchange(port: int, data: bytes, until: bytes, timeout: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    received = b""
+    try:
+        while received.count(until) < 1:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        writer.close()
+    return received
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_single_piece_response_has_content_length_and_keeps_the_connection() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp()) as (_, port):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                first = await client.post("/echo", content=b"hello")
+                second = await client.get("/again")
+            assert first.status_code == 200 and first.text == "POST /echo 5:hello"
+            assert first.headers["content-length"] == str(len("POST /echo 5:hello"))
+            assert "transfer-encoding" not in first.headers and "date" in first.headers
+            assert second.text == "GET /again 0:"
+
+    run(scenario())
+
+
+def test_streamed_response_is_chunked_and_headers_leave_with_the_first_piece() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        async with serving(app) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            # The app has sent http.response.start and waits: nothing may be on the wire yet.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 0.3)
+            app.release.set()
+            received = b""
+            while not received.endswith(b"0\r\n\r\n"):
+                received += await asyncio.wait_for(reader.read(65536), 5)
+            writer.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"transfer-encoding: chunked" in head and b"x-kind: stream" in head
+        assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
+
+    run(scenario())
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp()) as (_, port):
+            requests = b"".join(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d" % i for i in range(3)
+            )
+            received = await raw_exchange(port, requests + b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n", b"/last")
+        assert received.count(b"HTTP/1.1 200 OK\r\n") == 4
+        assert (
+            received.index(b"1:0")
+            < received.index(b"1:1")
+            < received.index(b"1:2")
+            < received.index(b"/last")
+        )
+
+    run(scenario())
+
+
+def test_chunked_request_body_and_expect_100_continue() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp()) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            received = b""
+            while b"abcde" not in received:
+                received += await asyncio.wait_for(reader.read(65536), 5)
+            writer.close()
+        assert received.startswith(b"HTTP/1.1 200 OK") and received.endswith(b"POST /echo 5:abcde")
+
+    run(scenario())
+
+
+def test_malformed_request_gets_400_and_the_connection_closes() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp()) as (_, port):
+            received = await raw_exchange(port, b"NOT HTTP AT ALL\r\n\r\n", b"\n\n")
+        assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert b"connection: close" in received
+
+    run(scenario())
+
+
+def test_application_error_is_a_500_and_the_server_keeps_serving() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp()) as (_, port):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                assert (await client.get("/boom")).status_code == 500
+                assert (await client.get("/fine")).status_code == 200
+
+    run(scenario())
+
+
+def test_client_disconnect_reaches_the_application() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        async with serving(app) as (_, port):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.close()
+            await asyncio.wait_for(app.disconnected.wait(), 5)
+
+    run(scenario())
+
+
+def test_idle_connections_are_closed_after_the_keep_alive_timeout() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp(), keep_alive_s=0.2) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+            writer.close()
+
+    run(scenario())
+
+
+def test_head_request_gets_headers_only() -> None:
+    async def scenario() -> None:
+        async with serving(EchoApp()) as (_, port):
+            received = await raw_exchange(
+                port, b"HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"\r\n\r\n"
+            )
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and body == b""
+
+    run(scenario())
+
+
+def test_drain_finishes_the_request_in_flight_and_refuses_new_connections() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        sock = bind_socket("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = HttpServer(app)
+        await server.start([sock])
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        shutdown = asyncio.create_task(server.shutdown(5.0))
+        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # idle keep-alive closed at once
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+        app.release.set()
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            received += await asyncio.wait_for(reader.read(65536), 5)
+        assert b"connection: close" in received and b"three" in received
+        await asyncio.wait_for(shutdown, 5)
+        assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
+        writer.close()
+        idle_writer.close()
+
+    run(scenario())
+
+
+def test_failed_startup_raises_with_the_application_message() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        app.fail_startup = True
+        server = HttpServer(app)
+        sock = bind_socket("127.0.0.1", 0)
+        with pytest.raises(RuntimeError, match="no tokenizer"):
+            await server.start([sock])
+        sock.close()
+
+    run(scenario())
+
+
+def test_bound_socket_is_reusable_by_a_second_worker() -> None:
+    first = bind_socket("127.0.0.1", 0)
+    port = first.getsockname()[1]
+    second = bind_socket("127.0.0.1", port)  # SO_REUSEPORT: what --workers relies on
+    assert second.getsockname()[1] == port and second.family == socket.AF_INET
+    first.close()
+    second.close()
