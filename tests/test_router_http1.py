@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Self
 
 import pytest
 
@@ -29,7 +30,7 @@ class Server:
         self.connections = 0
         self.closed = asyncio.Event()
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Self:
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
             try:

@@ -181,10 +181,12 @@ def test_malformed_request_gets_400_and_the_connection_closes() -> None:
 
 def test_application_error_is_a_500_and_the_server_keeps_serving() -> None:
     async def scenario() -> None:
-        async with serving(EchoApp()) as (_, port):
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                assert (await client.get("/boom")).status_code == 500
-                assert (await client.get("/fine")).status_code == 200
+        async with (
+            serving(EchoApp()) as (_, port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            assert (await client.get("/boom")).status_code == 500
+            assert (await client.get("/fine")).status_code == 200
 
     run(scenario())
 
