@@ -72,6 +72,7 @@ class Stack:
                 "token_timeout_s": 5.0,
                 "first_token_timeout_s": 10.0,
                 "eject_after_failures": 2,
+                "ejection_s": 1.0,
                 "health_interval_s": 0.3,
                 "max_retries": 2,
                 "drain_timeout_s": 20.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ from generator.router.config import (
     load_routes,
     parse_routes,
 )
+from generator.router.dispatch import Dispatcher, PoolTarget
+from generator.router.metrics import RouterMetrics
 from generator.router.policies import (
     Hints,
     LeastInflight,
@@ -33,8 +36,9 @@ from generator.router.policies import (
     block_hashes,
 )
 from generator.router.protocol import ApiError, parse_request
-from generator.router.replicas import PoolState, Replica, external_load, resolve_pool
+from generator.router.replicas import PoolState, Replica, ReplicaMonitor, external_load, resolve_pool
 from generator.router.settings import RouterSettings
+from generator.router.upstream import GenerateCall, Response, UpstreamUnavailable
 from generator.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -283,3 +287,65 @@ def test_local_routes_lists_static_endpoints() -> None:
     document = yaml.safe_load(local_routes(stack, endpoints))
     assert [e["grpc"] for e in document["pools"]["chat"]["endpoints"]] == [2, 5]
     assert parse_routes(yaml.safe_dump(document)).pools["pd-decode"].endpoints[0].metrics == 12
+
+
+# ------------------------------------------------------------------------------------------ ejection
+
+
+class ScriptedUpstream:
+    """A stand-in for Triton in the ejection timing test: always ready, and every generate call
+    fails at the transport level until ``healthy`` is set (the real fault path, a SIGKILLed
+    tritonserver, is tested in test_router_triton.py)."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        if not self.healthy:
+            raise UpstreamUnavailable("connection refused")
+        yield Response(text="ok")
+
+    async def ready(self, endpoint: Endpoint, timeout: float) -> bool:
+        return True
+
+    async def metrics_text(self, endpoint: Endpoint, timeout: float) -> str:
+        return ""
+
+    async def close(self) -> None:
+        return None
+
+
+def test_ejected_replica_stays_out_for_the_hold_even_when_ready_and_holds_double() -> None:
+    async def scenario() -> None:
+        now = [100.0]
+        settings = RouterSettings(eject_after_failures=1, ejection_s=5.0, max_retries=0)
+        upstream = ScriptedUpstream()
+        pool = PoolState("a", "aggregated", replicas(1))
+        replica = pool.replicas[0]
+        metrics = RouterMetrics(lambda: [pool])
+        dispatcher = Dispatcher(upstream, Admission(settings), settings, metrics, lambda: now[0])
+        monitor = ReplicaMonitor({"a": pool}, {}, upstream, settings, lambda: now[0])
+        target = PoolTarget(pool, LeastInflight())
+
+        async def attempt() -> list[str]:
+            return [r.text async for r in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints())]
+
+        with pytest.raises(ApiError):
+            await attempt()
+        assert replica.ejected and replica.ejected_until == 105.0
+        now[0] = 104.9
+        await monitor.check_health()
+        assert replica.ejected  # ready, but the hold has not passed
+        now[0] = 105.0
+        await monitor.check_health()
+        assert not replica.ejected
+        with pytest.raises(ApiError):
+            await attempt()
+        assert replica.ejected and replica.ejected_until == 115.0  # second ejection in a row: 10 s
+        now[0] = 115.0
+        await monitor.check_health()
+        upstream.healthy = True
+        assert await attempt() == ["ok"]
+        assert replica.ejection_streak == 0  # a success ends the streak: the next hold is 5 s again
+
+    asyncio.run(scenario())

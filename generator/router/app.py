@@ -129,7 +129,7 @@ class RouterApp:
         }
         for name, route in routes.pools.items():
             pools[name].role = route.role
-        dispatcher = Dispatcher(self.upstream, Admission(settings), settings, self.metrics)
+        dispatcher = Dispatcher(self.upstream, Admission(settings), settings, self.metrics, self.clock)
         policies = {name: make_policy(settings.policy, settings) for name in pools}
         models = {}
         for name, model in routes.models.items():
@@ -168,7 +168,7 @@ class RouterApp:
                     disaggregated=flow,
                 )
         old_monitor = self.monitor
-        monitor = ReplicaMonitor(pools, dict(routes.pools), self.upstream, settings)
+        monitor = ReplicaMonitor(pools, dict(routes.pools), self.upstream, settings, self.clock)
         await monitor.refresh_membership()
         await monitor.check_health()
         # Swap everything at once: a request sees either the old table or the new one.

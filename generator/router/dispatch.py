@@ -2,8 +2,9 @@
 
 Retries happen only before the first upstream response (nothing has reached the client yet) and
 only for transport failures; a replica failing ``eject_after_failures`` times in a row is ejected
-until the readiness poll sees it ready again. Every wait is bounded: first response within
-``first_token_timeout_s``, each next one within ``token_timeout_s``. Leaving the generator for any
+for at least ``ejection_s`` (doubling for repeated ejections) and until the readiness poll sees it
+ready again. Every wait is bounded: first response within ``first_token_timeout_s``, each next one
+within ``token_timeout_s``. Leaving the generator for any
 reason (end, error, client gone, deadline) closes the upstream stream, which cancels the request in
 Triton, and releases the replica slot.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from generator.router.admission import Admission, Refused
@@ -36,23 +37,35 @@ class PoolTarget:
 
 class Dispatcher:
     def __init__(
-        self, upstream: Upstream, admission: Admission, settings: RouterSettings, metrics: RouterMetrics
+        self,
+        upstream: Upstream,
+        admission: Admission,
+        settings: RouterSettings,
+        metrics: RouterMetrics,
+        clock: Callable[[], float],
     ) -> None:
         self.upstream = upstream
         self.admission = admission
         self.settings = settings
         self.metrics = metrics
+        self.clock = clock
 
     def _failed(self, replica: Replica) -> None:
         replica.consecutive_failures += 1
         if not replica.ejected and replica.consecutive_failures >= self.settings.eject_after_failures:
+            # Out for a while even if it still reports ready: a replica that answers its readiness
+            # probe but fails requests would otherwise flap in and out every health interval.
             replica.ejected = True
+            replica.ejection_streak += 1
+            hold = self.settings.ejection_s * min(2 ** (replica.ejection_streak - 1), 8)
+            replica.ejected_until = self.clock() + hold
             self.metrics.ejections.labels(replica.pool).inc()
             log.warning(
-                "ejecting %s replica %s after %d failures",
+                "ejecting %s replica %s after %d failures, for at least %.0f s",
                 replica.pool,
                 replica.key,
                 replica.consecutive_failures,
+                hold,
             )
 
     async def stream(
@@ -98,6 +111,7 @@ class Dispatcher:
                         "server_error",
                     ) from None
                 replica.consecutive_failures = 0
+                replica.ejection_streak = 0
                 if first is None:
                     return
                 yield first

@@ -16,6 +16,7 @@ import logging
 import re
 import socket
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from generator.router.config import Endpoint, PoolRoute
@@ -37,6 +38,8 @@ class Replica:
     # Requests Triton reports beyond the ones this router process has in flight.
     external: int = 0
     consecutive_failures: int = 0
+    ejected_until: float = 0.0  # the clock's time before which an ejected replica stays out
+    ejection_streak: int = 0  # ejections without a successful request in between
 
     @property
     def key(self) -> str:
@@ -113,11 +116,13 @@ class ReplicaMonitor:
         routes: dict[str, PoolRoute],
         upstream: Upstream,
         settings: RouterSettings,
+        clock: Callable[[], float],
     ) -> None:
         self.pools = pools
         self.routes = routes
         self.upstream = upstream
         self.settings = settings
+        self.clock = clock
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -167,7 +172,7 @@ class ReplicaMonitor:
         for replica, ready in zip(replicas, results):
             was_available = replica.available
             replica.ready = ready
-            if ready and replica.ejected:
+            if ready and replica.ejected and self.clock() >= replica.ejected_until:
                 log.info("re-admitting %s replica %s", replica.pool, replica.key)
                 replica.ejected = False
                 replica.consecutive_failures = 0

@@ -68,6 +68,11 @@ class RouterSettings(Closed):
         default=2, description="Other replicas tried on a transport failure, only before the first byte"
     )
     eject_after_failures: Annotated[int, Field(ge=1)] = 3
+    ejection_s: Seconds = Field(
+        default=5.0,
+        description="Least time an ejected replica stays out, doubled for each ejection in a row (at most "
+        "8×); it comes back only once it is also ready",
+    )
     health_interval_s: Seconds = 1.0
     load_scrape_interval_s: Seconds = Field(
         default=2.0, description="Triton /metrics scrape for load correction"
