@@ -129,7 +129,11 @@ def client(stack: Stack) -> openai.OpenAI:
 
 def router_metric(stack: Stack, name: str, **labels: str) -> float:
     assert stack.router is not None
-    text = httpx.get(stack.router.url + "/metrics", timeout=10).text
+    return metric_at(stack.router.url, name, **labels)
+
+
+def metric_at(url: str, name: str, **labels: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text  # a new connection each time
     total = 0.0
     for line in text.splitlines():
         if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
@@ -536,6 +540,12 @@ def test_workers_share_one_port(stack: Stack) -> None:
             c.completions.create(model="agg", prompt="w2", max_tokens=3).choices[0].text for _ in range(6)
         }
         assert len(texts) == 1 and len(texts.pop().split()) == 3
+        # Whichever worker the kernel hands a scrape to answers for both.
+        for _ in range(8):
+            assert metric_at(router.url, "tritonstack_router_requests_total", model="agg", status="200") == 6
+            assert metric_at(router.url, "tritonstack_router_generated_tokens_total", model="agg") == 18
+            assert metric_at(router.url, "tritonstack_router_replica_available", pool="a") == 2
+            assert metric_at(router.url, "tritonstack_router_replica_inflight_requests", pool="a") == 0
     finally:
         assert router.stop() == 0
 

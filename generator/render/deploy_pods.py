@@ -264,8 +264,16 @@ def tool_pod(
     """Pod of the router or the exporter: the tritonstack image, its config from a ConfigMap;
     ``probes`` are the (readiness, liveness) paths."""
     stack = topo.stack
-    mounts: list[Json] = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}]
-    volumes: list[Json] = [{"name": "config", "configMap": {"name": config_map}}]
+    # The root filesystem is read-only; /tmp is a small tmpfs (the router's workers keep their
+    # shared metrics files there, and Python libraries expect a writable temp dir).
+    mounts: list[Json] = [
+        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[Json] = [
+        {"name": "config", "configMap": {"name": config_map}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
     env: list[Json] = []
     if api_keys is not None:
         key_ref = {"secretKeyRef": {"name": api_keys.secret, "key": API_KEYS_KEY}}

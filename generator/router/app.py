@@ -79,6 +79,7 @@ class RouterApp:
         wall_clock: Callable[[], float] = time.time,
         tokenizer_loader: TokenizerLoader = load_tokenizer,
         environ: dict[str, str] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.routes = routes
         self.upstream = upstream
@@ -88,7 +89,9 @@ class RouterApp:
         self.environ = environ
         self.pools: dict[str, PoolState] = {}
         self.models: dict[str, ModelEntry] = {}
-        self.metrics = RouterMetrics(lambda: list(self.pools.values()))
+        # metrics_dir: the --workers parent's shared directory (PROMETHEUS_MULTIPROC_DIR), else None.
+        self.metrics = RouterMetrics(lambda: list(self.pools.values()), metrics_dir)
+        self._publisher: asyncio.Task[None] | None = None
         self.keys: ApiKeys = load_api_keys(routes.router, environ)
         self.monitor: ReplicaMonitor | None = None
         self.draining = False
@@ -101,11 +104,20 @@ class RouterApp:
 
     async def startup(self) -> None:
         await self._install(self.routes)
+        if self.metrics.multiprocess_dir is not None:
+            self._publisher = asyncio.create_task(self._publish_metrics())
 
     async def shutdown(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
         if self.monitor is not None:
             await self.monitor.stop()
         await self.upstream.close()
+
+    async def _publish_metrics(self) -> None:
+        while True:
+            self.metrics.publish()
+            await asyncio.sleep(1.0)
 
     async def reload(self, routes: Routes) -> None:
         """Swap in new routes. Requests in flight keep the pool and replica objects they hold;

@@ -16,9 +16,11 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,10 +79,16 @@ async def _reload(app: RouterApp, path: Path) -> None:
         log.error("SIGHUP: keeping the current config: %s", exc)
 
 
-def _serve(config_path: Path, sock: socket.socket, log_level: str, on_started: Callable[[], None]) -> int:
+def _serve(
+    config_path: Path,
+    sock: socket.socket,
+    log_level: str,
+    on_started: Callable[[], None],
+    metrics_dir: str | None = None,
+) -> int:
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(name)s %(message)s")
     routes = load_routes(config_path)
-    app = RouterApp(routes, make_upstream(routes))
+    app = RouterApp(routes, make_upstream(routes), metrics_dir=metrics_dir)
     server = HttpServer(app)
 
     async def serve() -> int:
@@ -118,9 +126,9 @@ def _serve(config_path: Path, sock: socket.socket, log_level: str, on_started: C
         return asyncio.run(serve())
 
 
-def _worker(config_path: Path, host: str, port: int, log_level: str, started: Any) -> None:
+def _worker(config_path: Path, host: str, port: int, log_level: str, started: Any, metrics_dir: str) -> None:
     sock = bind_socket(host, port)
-    sys.exit(_serve(config_path, sock, log_level, started.set))
+    sys.exit(_serve(config_path, sock, log_level, started.set, metrics_dir))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,13 +162,29 @@ def run(args: argparse.Namespace) -> int:
 def _run_workers(config_path: Path, sock: socket.socket, workers: int, log_level: str) -> int:
     # The parent holds the bound (not listening) socket so port 0 resolves once for every worker.
     host, port = sock.getsockname()[:2]
+    # Any worker may answer a scrape: they share their metrics through files (router/metrics.py).
+    # prometheus_client reads this variable when a worker imports it, so it is set before spawning.
+    metrics_dir = tempfile.mkdtemp(prefix="tritonstack-router-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
     started = [context.Event() for _ in range(workers)]
     children = [
-        context.Process(target=_worker, args=(config_path, host, port, log_level, event)) for event in started
+        context.Process(target=_worker, args=(config_path, host, port, log_level, event, metrics_dir))
+        for event in started
     ]
-    for child in children:
-        child.start()
+    try:
+        for child in children:
+            child.start()
+        return _supervise(children, started, host, port, workers, metrics_dir)
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(
+    children: list[Any], started: list[Any], host: str, port: int, workers: int, metrics_dir: str
+) -> int:
+    from prometheus_client.multiprocess import mark_process_dead
 
     def forward(sig: int, frame: FrameType | None) -> None:
         for child in children:
@@ -179,16 +203,21 @@ def _run_workers(config_path: Path, sock: socket.socket, workers: int, log_level
             if child.is_alive() and child.pid is not None:
                 os.kill(child.pid, signal.SIGTERM)
     status = 0
-    for child in children:
-        child.join()
-        if child.exitcode:
-            print(
-                f"tritonstack router: worker {child.pid} exited with {child.exitcode}",
-                file=sys.stderr,
-                flush=True,
-            )
-        status = status or (child.exitcode or 0)
-    sock.close()
+    pending = list(children)
+    while pending:
+        for child in list(pending):
+            child.join(timeout=0.2)
+            if child.exitcode is None:
+                continue
+            pending.remove(child)
+            mark_process_dead(child.pid, metrics_dir)  # its live gauges stop counting
+            if child.exitcode:
+                print(
+                    f"tritonstack router: worker {child.pid} exited with {child.exitcode}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            status = status or child.exitcode
     return 0 if status == 0 else 1
 
 

@@ -1,16 +1,22 @@
 """The router's own Prometheus metrics, in its own registry (never the global default one).
 
-In-flight per replica is read from the live replica state at scrape time (a collector), so it can
-never drift from what admission control sees. With ``--workers N`` each process serves its own
-figures; scrape every worker or sum in Prometheus.
+One process: in-flight per replica is read from the live replica state at scrape time (a
+collector), so it can never drift from what admission control sees.
+
+``--workers N``: the kernel hands a scrape to any one worker, so every worker must answer for all
+of them. The parent sets ``PROMETHEUS_MULTIPROC_DIR`` before starting the workers; prometheus_client
+then keeps counters and histograms in per-process files there, and a scrape sums them. Live
+per-replica figures become gauges each worker publishes every second (and at each scrape), summed
+over the workers alive ("livesum"); the parent marks a worker's files dead when it exits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from generator.router.replicas import PoolState
@@ -49,8 +55,51 @@ class _ReplicaCollector(Collector):
         yield queued
 
 
+class _SharedReplicaGauges:
+    """The collector's figures as multiprocess gauges (summed over live workers at scrape time)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.inflight = Gauge(
+            "tritonstack_router_replica_inflight_requests",
+            "Requests this router has in flight per replica",
+            ["pool", "replica"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.available = Gauge(
+            "tritonstack_router_replica_available",
+            "1 if the replica is ready and not ejected",
+            ["pool", "replica"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self.queued = Gauge(
+            "tritonstack_router_queued_requests",
+            "Requests waiting for a replica slot",
+            ["pool"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self._published: set[tuple[str, str]] = set()
+
+    def publish(self, pools: Iterable[PoolState]) -> None:
+        current = set()
+        for pool in pools:
+            self.queued.labels(pool.name).set(len(pool.waiters))
+            for replica in pool.replicas:
+                current.add((pool.name, replica.key))
+                self.inflight.labels(pool.name, replica.key).set(replica.inflight)
+                self.available.labels(pool.name, replica.key).set(1.0 if replica.available else 0.0)
+        for gone in self._published - current:  # a replica left its pool (DNS, reload)
+            self.inflight.labels(*gone).set(0)
+            self.available.labels(*gone).set(0)
+        self._published = current
+
+
 class RouterMetrics:
-    def __init__(self, pools: Callable[[], Iterable[PoolState]]) -> None:
+    def __init__(self, pools: Callable[[], Iterable[PoolState]], multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        self._pools = pools
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -120,7 +169,21 @@ class RouterMetrics:
             ["model"],
             registry=r,
         )
-        self.registry.register(_ReplicaCollector(pools))
+        self._shared: _SharedReplicaGauges | None = None
+        if multiprocess_dir is None:
+            self.registry.register(_ReplicaCollector(pools))
+        else:
+            self._shared = _SharedReplicaGauges(r)
+
+    def publish(self) -> None:
+        """Write this worker's live figures for the other workers' scrapes (multiprocess only)."""
+        if self._shared is not None:
+            self._shared.publish(self._pools())
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.publish()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return generate_latest(merged)
