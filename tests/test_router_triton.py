@@ -514,9 +514,9 @@ def test_sigkill_replica_under_load_then_readmit(stack: Stack) -> None:
     assert all(r["status"] == 200 and r["done"] for r in results), [r for r in results if not r["done"]][:3]
     complete = [r for r in results if not r["error"]]
     cut = [r for r in results if r["error"]]
-    assert all(r["tokens"] == 8 for r in complete)
-    assert all(0 < r["tokens"] < 8 for r in cut) and len(cut) < 32  # only streams already running on it
-    assert len(complete) + len(cut) == 200
+    assert all(r["tokens"] == 8 for r in complete), [r for r in complete if r["tokens"] != 8][:3]
+    # Only streams already running on it are cut, and only after their first token.
+    assert all(0 < r["tokens"] < 8 for r in cut) and len(cut) < 32, cut
     replica = f"127.0.0.1:{killed.endpoint.grpc}"
     assert router_metric(stack, "tritonstack_router_replica_available", replica=replica, pool="a") == 0
     assert router_metric(stack, "tritonstack_router_ejections_total", pool="a") >= 1
