@@ -812,8 +812,10 @@ def test_bls_streaming_sends_exact_deltas(server: Server) -> None:
     assert "".join(pieces) == expected_reply("tiny-chat")
     assert not any("\ufffd" in piece for piece in pieces)
     reply_tokens = len(tokenizer("tiny-chat").encode(REPLY, add_special_tokens=False)) + 1
-    assert len(events) == reply_tokens  # one response per engine step
+    # One response per engine step, then the final one: the counts ride on it alone.
+    assert len(events) == reply_tokens + 1 and events[-1]["text_output"] == ""
     assert events[-1]["num_output_tokens"] == reply_tokens
+    assert not any("num_output_tokens" in e for e in events[:-1])
 
 
 def test_non_decoupled_bls_answers_once_and_refuses_to_stream(server: Server) -> None:

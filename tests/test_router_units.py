@@ -349,3 +349,71 @@ def test_ejected_replica_stays_out_for_the_hold_even_when_ready_and_holds_double
         assert replica.ejection_streak == 0  # a success ends the streak: the next hold is 5 s again
 
     asyncio.run(scenario())
+
+
+class StallingUpstream(ScriptedUpstream):
+    """A stand-in for Triton that sends ``count`` responses, then goes quiet (never ends)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        for i in range(self.count):
+            yield Response(text=f"t{i}")
+        await asyncio.Event().wait()
+
+
+def _stall_setup(count: int, token_timeout_s: float) -> tuple[Dispatcher, PoolTarget]:
+    settings = RouterSettings(token_timeout_s=token_timeout_s, max_retries=0)
+    pool = PoolState("a", "aggregated", replicas(1))
+    dispatcher = Dispatcher(
+        StallingUpstream(count), Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0.0
+    )
+    return dispatcher, PoolTarget(pool, LeastInflight())
+
+
+def test_a_stream_that_goes_quiet_ends_with_504_after_the_token_timeout() -> None:
+    async def scenario() -> tuple[list[str], ApiError]:
+        dispatcher, target = _stall_setup(2, 0.2)
+        got: list[str] = []
+        with pytest.raises(ApiError) as failure:
+            async with asyncio.timeout(5):  # the "never hangs" bound, far above the 0.2 s deadline
+                async for response in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints()):
+                    got.append(response.text)
+        assert target.pool.replicas[0].inflight == 0  # the slot is released
+        return got, failure.value
+
+    got, error = asyncio.run(scenario())
+    assert got == ["t0", "t1"] and error.status == 504 and "stopped responding" in error.message
+
+
+def test_a_slow_client_does_not_count_against_the_token_timeout() -> None:
+    async def scenario() -> list[str]:
+        dispatcher, target = _stall_setup(3, 0.2)
+        got: list[str] = []
+        with pytest.raises(ApiError):  # the upstream stalls after three responses
+            async for response in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints()):
+                got.append(response.text)
+                await asyncio.sleep(0.35)  # the consumer is busy longer than the timeout
+        return got
+
+    assert asyncio.run(scenario()) == ["t0", "t1", "t2"]
+
+
+def test_cancelling_the_request_is_not_mistaken_for_a_timeout() -> None:
+    async def scenario() -> None:
+        dispatcher, target = _stall_setup(1, 30.0)
+
+        async def consume() -> None:
+            async for _ in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints()):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.1)
+        task.cancel()  # what a client disconnect does
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert target.pool.replicas[0].inflight == 0
+
+    asyncio.run(scenario())

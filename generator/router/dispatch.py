@@ -29,6 +29,50 @@ __all__ = ["Dispatcher", "PoolTarget"]
 log = logging.getLogger("tritonstack.router")
 
 
+class _StallGuard:
+    """Cancels the task it guards when an upstream wait has lasted ``limit`` seconds.
+
+    ``asyncio.timeout`` around every wait would start and stop an event-loop timer per token; here
+    a wait only stamps the time, and the one timer, when it fires before the deadline that the
+    stamps imply, re-arms itself. Only waits for the upstream count: while the caller is busy with
+    a response (sending it to a slow client) the guard does not fire."""
+
+    def __init__(self, limit: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._limit = limit
+        self._since = self._loop.time()
+        self._waiting = False
+        self.fired = False
+        self._handle = self._loop.call_at(self._since + limit, self._check)
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+        self._waiting = True
+
+    def answered(self) -> None:
+        self._waiting = False
+
+    def timed_out(self) -> bool:
+        """Whether the CancelledError being handled is this guard's (then it is absorbed)."""
+        return self.fired and self._task.uncancel() <= self._cancelling
+
+    def _check(self) -> None:
+        due = self._since + self._limit
+        now = self._loop.time()
+        if self._waiting and now >= due:
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due if self._waiting else now + self._limit, self._check)
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+
 @dataclass(frozen=True)
 class PoolTarget:
     pool: PoolState
@@ -115,12 +159,22 @@ class Dispatcher:
                 if first is None:
                     return
                 yield first
-                while True:
-                    async with asyncio.timeout(self.settings.token_timeout_s):
-                        item = await anext(responses, None)
-                    if item is None:
-                        return
-                    yield item
+                guard = _StallGuard(self.settings.token_timeout_s)
+                try:
+                    while True:
+                        guard.waiting()
+                        try:
+                            item = await anext(responses, None)
+                        except asyncio.CancelledError:
+                            if guard.timed_out():
+                                raise TimeoutError from None
+                            raise
+                        guard.answered()
+                        if item is None:
+                            return
+                        yield item
+                finally:
+                    guard.close()
             except UpstreamFailed as exc:
                 raise ApiError(502, f"upstream error: {exc}", "server_error") from None
             except UpstreamUnavailable as exc:

@@ -8,8 +8,9 @@ in the same write (one loopback send, one wake-up of the client fewer), and a re
 piece gets a ``Content-Length``. Parsing is ``httptools`` (llhttp), as in uvicorn.
 
 What it does, and no more: HTTP/1.0 and 1.1, keep-alive with an idle timeout (which also bounds
-how long a client may take to send its headers), pipelined requests answered in order, request
-bodies in either framing with the socket paused while the application has not read them,
+how long a client may take to send its headers), a 64 KiB bound on the request head, pipelined
+requests answered in order (reading pauses while 16 wait), request bodies in either framing with
+the socket paused while the application has not read them, writes coalesced per loop turn,
 ``Expect: 100-continue``, write back-pressure, ``http.disconnect`` when the client goes, a 400 for
 unparsable requests, the ASGI lifespan, and a graceful drain: stop accepting, close idle
 connections, let requests in flight finish within a deadline, then cut the rest.
@@ -39,6 +40,8 @@ App = Callable[
 ]
 
 _BODY_HIGH_WATER = 1 << 18  # request body bytes held for the application before reading pauses
+_MAX_HEAD_BYTES = 1 << 16  # request line and headers; beyond this the answer is 431
+_MAX_PIPELINED = 16  # parsed requests waiting on one connection before reading pauses
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -216,6 +219,11 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._out: list[bytes] = []
+        self._flush_pending = False
+        self._head_bytes = 0
+        self._head_too_large = False
+        self._pipeline_paused = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._parsing: _Request | None = None  # the request whose body is being parsed
@@ -257,7 +265,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._refuse(b"protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._refuse(f"malformed HTTP request: {exc}".encode())
+            if self._head_too_large:
+                self._refuse(b"request line and headers over 64 KiB", 431)
+            else:
+                self._refuse(f"malformed HTTP request: {exc}".encode())
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -270,14 +281,23 @@ class _Connection(asyncio.Protocol):
     # ---------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
+        self._head_bytes = 0
         self._url = b""
         self._headers = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._count_head(len(name) + len(value))
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            self._head_too_large = True
+            raise ValueError("request head too large")  # httptools stops parsing
 
     def on_headers_complete(self) -> None:
         self._cancel_idle_timer()  # not before: the idle timer also bounds slow headers
@@ -323,6 +343,9 @@ class _Connection(asyncio.Protocol):
             request.body_done = True
             request.wake()
         self._parsing = None
+        if len(self._queue) >= _MAX_PIPELINED and self.transport is not None and not self._pipeline_paused:
+            self._pipeline_paused = True  # a client pipelining without reading answers waits
+            self.transport.pause_reading()
 
     # ---------------------------------------------------------------- serving
 
@@ -347,6 +370,13 @@ class _Connection(asyncio.Protocol):
             if not request.response_done and not self.lost and self.transport is not None:
                 self.transport.abort()  # the application returned without finishing its response
             self._queue.popleft()
+            if (
+                self._pipeline_paused
+                and len(self._queue) < _MAX_PIPELINED // 2
+                and self.transport is not None
+            ):
+                self._pipeline_paused = False
+                self.transport.resume_reading()
         self._task = None
         if not self.lost:
             self._arm_idle_timer()
@@ -354,6 +384,7 @@ class _Connection(asyncio.Protocol):
     def response_finished(self, request: _Request) -> None:
         if not request.keep_alive or not request.body_done:
             # An unread request body cannot be skipped safely on a kept-alive connection.
+            self.flush()
             if self.transport is not None:
                 self.transport.close()
             return
@@ -365,6 +396,22 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
+        """Queue ``data``; everything written during one turn of the event loop leaves in one send.
+        Several upstream responses often arrive together under load: one system call, not one
+        per token (a loopback send costs tens of microseconds on a busy VM)."""
+        if self.transport is None or self.lost:
+            return
+        self._out.append(data)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
         if self.transport is not None and not self.lost:
             self.transport.write(data)
 
@@ -379,15 +426,17 @@ class _Connection(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         if not self._queue and self.transport is not None:
+            self.flush()
             self.transport.close()
 
-    def _refuse(self, reason: bytes) -> None:
+    def _refuse(self, reason: bytes, status: int = 400) -> None:
         if self.transport is None:
             return
         if not self._queue:
             body = reason + b"\n"
+            self.flush()
             self.transport.write(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n"
+                _status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
                 b"content-length: %d\r\n\r\n%b" % (len(body), body)
             )
             self.transport.close()
@@ -464,6 +513,7 @@ class HttpServer:
             if self.active:
                 conn.transport.abort()
             else:
+                conn.flush()
                 conn.transport.close()
         for server in self._servers:
             await server.wait_closed()
