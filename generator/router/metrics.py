@@ -12,7 +12,8 @@ over the workers alive ("livesum"); the parent marks a worker's files dead when 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,72 +28,76 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 _TOKEN_GAP = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 
 
+@dataclass(frozen=True)
+class _Live:
+    """A figure read from the live replica state: name, help, labels, how workers combine it."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    across_workers: str  # prometheus_client multiprocess_mode
+
+
+_INFLIGHT = _Live(
+    "tritonstack_router_replica_inflight_requests",
+    "Requests this router has in flight per replica",
+    ("pool", "replica"),
+    "livesum",
+)
+_AVAILABLE = _Live(
+    "tritonstack_router_replica_available",
+    "1 if the replica is ready and not ejected",
+    ("pool", "replica"),
+    "livemax",
+)
+_QUEUED = _Live(
+    "tritonstack_router_queued_requests", "Requests waiting for a replica slot", ("pool",), "livesum"
+)
+
+
+def _live_values(pools: Iterable[PoolState]) -> Iterator[tuple[_Live, tuple[str, ...], float]]:
+    for pool in pools:
+        yield _QUEUED, (pool.name,), len(pool.waiters)
+        for replica in pool.replicas:
+            yield _INFLIGHT, (pool.name, replica.key), replica.inflight
+            yield _AVAILABLE, (pool.name, replica.key), 1.0 if replica.available else 0.0
+
+
 class _ReplicaCollector(Collector):
+    """One process: the live figures, read at scrape time."""
+
     def __init__(self, pools: Callable[[], Iterable[PoolState]]) -> None:
         self._pools = pools
 
     def collect(self) -> Iterable[Metric]:
-        inflight = GaugeMetricFamily(
-            "tritonstack_router_replica_inflight_requests",
-            "Requests this router has in flight per replica",
-            labels=["pool", "replica"],
-        )
-        ready = GaugeMetricFamily(
-            "tritonstack_router_replica_available",
-            "1 if the replica is ready and not ejected",
-            labels=["pool", "replica"],
-        )
-        queued = GaugeMetricFamily(
-            "tritonstack_router_queued_requests", "Requests waiting for a replica slot", labels=["pool"]
-        )
-        for pool in self._pools():
-            queued.add_metric([pool.name], len(pool.waiters))
-            for replica in pool.replicas:
-                inflight.add_metric([pool.name, replica.key], replica.inflight)
-                ready.add_metric([pool.name, replica.key], 1.0 if replica.available else 0.0)
-        yield inflight
-        yield ready
-        yield queued
+        families = {
+            live: GaugeMetricFamily(live.name, live.help, labels=list(live.labels))
+            for live in (_INFLIGHT, _AVAILABLE, _QUEUED)
+        }
+        for live, labels, value in _live_values(self._pools()):
+            families[live].add_metric(list(labels), value)
+        yield from families.values()
 
 
 class _SharedReplicaGauges:
-    """The collector's figures as multiprocess gauges (summed over live workers at scrape time)."""
+    """Several workers: the live figures as multiprocess gauges, combined over live workers."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.inflight = Gauge(
-            "tritonstack_router_replica_inflight_requests",
-            "Requests this router has in flight per replica",
-            ["pool", "replica"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.available = Gauge(
-            "tritonstack_router_replica_available",
-            "1 if the replica is ready and not ejected",
-            ["pool", "replica"],
-            multiprocess_mode="livemax",
-            registry=registry,
-        )
-        self.queued = Gauge(
-            "tritonstack_router_queued_requests",
-            "Requests waiting for a replica slot",
-            ["pool"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self._published: set[tuple[str, str]] = set()
+        self._gauges = {
+            live: Gauge(
+                live.name, live.help, live.labels, multiprocess_mode=live.across_workers, registry=registry
+            )
+            for live in (_INFLIGHT, _AVAILABLE, _QUEUED)
+        }
+        self._published: set[tuple[_Live, tuple[str, ...]]] = set()
 
     def publish(self, pools: Iterable[PoolState]) -> None:
         current = set()
-        for pool in pools:
-            self.queued.labels(pool.name).set(len(pool.waiters))
-            for replica in pool.replicas:
-                current.add((pool.name, replica.key))
-                self.inflight.labels(pool.name, replica.key).set(replica.inflight)
-                self.available.labels(pool.name, replica.key).set(1.0 if replica.available else 0.0)
-        for gone in self._published - current:  # a replica left its pool (DNS, reload)
-            self.inflight.labels(*gone).set(0)
-            self.available.labels(*gone).set(0)
+        for live, labels, value in _live_values(pools):
+            current.add((live, labels))
+            self._gauges[live].labels(*labels).set(value)
+        for live, labels in self._published - current:  # a replica left its pool (DNS, reload)
+            self._gauges[live].labels(*labels).set(0)
         self._published = current
 
 
