@@ -231,6 +231,7 @@ def test_request_id_is_echoed_and_health_ready_metrics(stack: Stack) -> None:
     )
     assert reply.status_code == 200 and reply.headers["x-request-id"] == "abc-123"
     assert reply.json()["id"] == "cmpl-abc-123"
+    assert client(stack).completions.create(model="pd", prompt="w1", max_tokens=2).choices[0].text
     assert httpx.get(url + "/health").status_code == 200
     ready = httpx.get(url + "/ready").json()
     assert ready["ready"] and ready["models"] == {"agg": True, "slow": True, "pd": True}
