@@ -323,3 +323,19 @@ def test_pieces_sent_in_one_loop_turn_leave_in_one_write() -> None:
         assert len(writes) == 1 and writes[0].endswith(b"5\r\nthree\r\n0\r\n\r\n")
 
     run(scenario())
+
+
+def test_http_1_0_stream_is_delimited_by_the_close() -> None:
+    async def scenario() -> bytes:
+        app = EchoApp()
+        app.release.set()
+        async with serving(app) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /stream HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+            received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+            writer.close()
+            return received
+
+    head, _, body = asyncio.run(scenario()).partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head and b"connection: close" in head
+    assert body == b"one two three"

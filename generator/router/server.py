@@ -161,11 +161,13 @@ class _Request:
         if head:
             self.head = b""
             if self.remaining is None and not self.chunked:
-                if more:
+                if not more:
+                    head += b"content-length: %d\r\n" % len(body)
+                elif self.scope["http_version"] == "1.0":
+                    self.keep_alive = False  # HTTP/1.0 has no chunked coding: the close ends the body
+                else:
                     self.chunked = True
                     head += b"transfer-encoding: chunked\r\n"
-                else:
-                    head += b"content-length: %d\r\n" % len(body)
             if self.conn.server.draining:
                 self.keep_alive = False
             if not self.keep_alive:
