@@ -54,6 +54,13 @@ class EchoApp:
             for piece in (b"one ", b"two ", b"three"):
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+        elif path == "/big":  # 4 MiB in pieces, sent without waiting on anything else
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for i in range(256):
+                await send(
+                    {"type": "http.response.body", "body": bytes([65 + i % 26]) * 16384, "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b""})
         elif path == "/hang":
             if (await receive())["type"] == "http.disconnect":
                 self.disconnected.set()
@@ -339,3 +346,18 @@ def test_http_1_0_stream_is_delimited_by_the_close() -> None:
     head, _, body = asyncio.run(scenario()).partition(b"\r\n\r\n")
     assert b"transfer-encoding" not in head and b"connection: close" in head
     assert body == b"one two three"
+
+
+def test_a_large_stream_sent_without_yielding_arrives_whole() -> None:
+    async def scenario() -> None:
+        async with (
+            serving(EchoApp()) as (_, port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            reply = await client.get("/big", timeout=30)
+        assert reply.status_code == 200 and len(reply.content) == 256 * 16384
+        assert (
+            reply.content[:16384] == b"A" * 16384 and reply.content[-16384:] == bytes([65 + 255 % 26]) * 16384
+        )
+
+    run(scenario())

@@ -42,6 +42,7 @@ App = Callable[
 _BODY_HIGH_WATER = 1 << 18  # request body bytes held for the application before reading pauses
 _MAX_HEAD_BYTES = 1 << 16  # request line and headers; beyond this the answer is 431
 _MAX_PIPELINED = 16  # parsed requests waiting on one connection before reading pauses
+_FLUSH_AT = 1 << 16  # coalesced response bytes that go out at once, without waiting for the loop turn
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -222,6 +223,7 @@ class _Connection(asyncio.Protocol):
         self.read_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._flush_pending = False
         self._head_bytes = 0
         self._head_too_large = False
@@ -404,7 +406,10 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.lost:
             return
         self._out.append(data)
-        if not self._flush_pending:
+        self._out_bytes += len(data)
+        if self._out_bytes > _FLUSH_AT:  # an application that sends without yielding
+            self.flush()
+        elif not self._flush_pending:
             self._flush_pending = True
             self.loop.call_soon(self.flush)
 
@@ -414,6 +419,7 @@ class _Connection(asyncio.Protocol):
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
+        self._out_bytes = 0
         if self.transport is not None and not self.lost:
             self.transport.write(data)
 
