@@ -50,7 +50,7 @@ from generator.pipeline import build
 from generator.render.options import RenderOptions
 from generator.render.routes import local_routes
 from generator.router.config import Endpoint
-from generator.router.upstream import GenerateCall, GrpcUpstream
+from generator.router.upstream import GenerateCall, GrpcUpstream, UpstreamError
 from generator.runtime.launcher import Launcher, LaunchSettings
 from generator.runtime.tritonserver import find_tritonserver
 from generator.write import write_output
@@ -119,8 +119,29 @@ def openai_text(event: dict[str, Any]) -> str:
     return choices[0].get("text", "")
 
 
-async def run_level(one: OneRequest, concurrency: int, requests: int) -> dict[str, float]:
-    samples: list[Sample] = []
+class Errors:
+    """Failed requests per path: counted and reported, so one upstream failure does not end the run."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+
+    def guard(self, name: str, one: OneRequest) -> Callable[[], Awaitable[Sample | None]]:
+        async def guarded() -> Sample | None:
+            try:
+                return await one()
+            except (TimeoutError, RuntimeError, aiohttp.ClientError, UpstreamError) as exc:
+                if not self.count.get(name):
+                    print(f"  {name}: {exc}", file=sys.stderr, flush=True)
+                self.count[name] = self.count.get(name, 0) + 1
+                return None
+
+        return guarded
+
+
+async def run_level(
+    one: Callable[[], Awaitable[Sample | None]], concurrency: int, requests: int
+) -> dict[str, float]:
+    samples: list[Sample | None] = []
     queue = iter(range(requests))
 
     async def worker() -> None:
@@ -133,18 +154,22 @@ async def run_level(one: OneRequest, concurrency: int, requests: int) -> dict[st
     return _figures(samples, time.perf_counter() - start)
 
 
-def _figures(samples: list[Sample], wall: float) -> dict[str, float]:
-    ttfts = sorted(s[0] for s in samples)
+def _figures(samples: list[Sample | None], wall: float) -> dict[str, float]:
+    done = [s for s in samples if s is not None]
+    ttfts = sorted(s[0] for s in done) or [float("nan")]
     return {
         "ttft_p50_ms": 1000 * statistics.median(ttfts),
         "ttft_p99_ms": 1000 * ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
-        "tokens_per_s": sum(s[1] for s in samples) / wall,
+        "tokens_per_s": sum(s[1] for s in done) / wall,
         "requests": len(samples),
+        "errors": len(samples) - len(done),
     }
 
 
-async def run_alternating(paths: dict[str, OneRequest], requests: int) -> dict[str, dict[str, float]]:
-    samples: dict[str, list[Sample]] = {name: [] for name in paths}
+async def run_alternating(
+    paths: dict[str, Callable[[], Awaitable[Sample | None]]], requests: int
+) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[Sample | None]] = {name: [] for name in paths}
     walls = dict.fromkeys(paths, 0.0)
     for one in paths.values():
         await one()  # warm up
@@ -167,12 +192,13 @@ async def measure(
         connector=connector, timeout=aiohttp.ClientTimeout(total=300)
     ) as session:
         grpc_client = GrpcUpstream(5.0)
+        errors = Errors()
         try:
             for concurrency in levels:
                 count = max(requests, 4 * concurrency) if concurrency > 1 else requests
                 if concurrency == 1:  # request by request across paths: machine noise hits every path alike
                     figures = await run_alternating(
-                        {n: make(session, grpc_client) for n, make in paths.items()}, count
+                        {n: errors.guard(n, make(session, grpc_client)) for n, make in paths.items()}, count
                     )
                     for name in paths:
                         results[name][1] = figures[name]
@@ -180,7 +206,7 @@ async def measure(
                     continue
                 for name, make in paths.items():  # one path after the other within a level
                     results[name][concurrency] = await run_level(
-                        make(session, grpc_client), concurrency, count
+                        errors.guard(name, make(session, grpc_client)), concurrency, count
                     )
                     print(f"  c={concurrency:<3} {name:<12} {results[name][concurrency]}", flush=True)
         finally:
@@ -338,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         f"placement {args.placement}"
     )
     print(
-        f"{'path':<12} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} {'tok/s ratio':>11}"
+        f"{'path':<12} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} "
+        f"{'tok/s ratio':>11} {'errors':>6}"
     )
     for name, by_level in results.items():
         for concurrency, figures in by_level.items():
@@ -347,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             ratio = figures["tokens_per_s"] / base["tokens_per_s"]
             print(
                 f"{name:<12} {concurrency:>3} {figures['ttft_p50_ms']:>12.2f} {figures['ttft_p99_ms']:>12.2f} "
-                f"{figures['tokens_per_s']:>9.0f} {delta:>+9.2f} {ratio:>11.2f}"
+                f"{figures['tokens_per_s']:>9.0f} {delta:>+9.2f} {ratio:>11.2f} {figures['errors']:>6}"
             )
     c1, c64 = results["router"].get(1), results["router"].get(64)
     verdict = []
@@ -360,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         verdict.append(
             f"c=64 throughput {c64['tokens_per_s'] / results['direct'][64]['tokens_per_s']:.0%} of direct (bar ≥ 85 %)"
         )
+    failed = {name: sum(f["errors"] for f in by_level.values()) for name, by_level in results.items()}
+    if any(failed.values()):
+        verdict.append("failed requests: " + ", ".join(f"{n} {k}" for n, k in failed.items() if k))
     print("; ".join(verdict))
     if args.json:
         args.json.write_text(
@@ -367,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
                 {"max_tokens": args.max_tokens, "placement": args.placement, "results": results}, indent=2
             )
         )
+    if any(failed.values()):  # keep the tritonserver logs for a look
+        print(f"logs kept in {workdir / 'logs'}", file=sys.stderr)
+        return 1
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
