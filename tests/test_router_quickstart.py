@@ -54,7 +54,6 @@ def test_openai_client_against_the_reference_engine(router: RunningRouter, model
         )
     )
     assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == done.choices[0].text
-    # Streamed counts come from our BLS, the others from the engine: they must agree.
     assert streamed[-1].usage.completion_tokens == 8
     assert streamed[-1].usage.prompt_tokens == done.usage.prompt_tokens
     chat = c.chat.completions.create(

@@ -201,13 +201,9 @@ class TritonPythonModel:
         if len(prompts) != 1:
             raise RequestError(f"streaming requests carry one prompt, this one has a batch of {len(prompts)}")
         prompt = prompts[0]
-        # The counts are this stream's own: the prompt as preprocessing sent it, and every token the
-        # engine streamed (a decode engine's replayed first token included, as in the text). The
-        # engine is not asked for them: on every response they would cost it two more tensors.
-        engine_request, preprocessed = self._engine_request(prompt, counts_from_engine=False)
-        prompt_tokens = int(preprocessed["REQUEST_INPUT_LEN"].reshape(-1)[0])
-        generated = 0
+        engine_request = self._engine_request(prompt)
         detokenizers: list[IncrementalDetokenizer] = []
+        counts: dict[str, np.ndarray] = {}
         responses = engine_request.exec(decoupled=True)
         for response in responses:
             if request.is_cancelled():
@@ -217,7 +213,7 @@ class TritonPythonModel:
             tokens = _engine_tokens(response, self._engine)
             if tokens is None:  # the engine's empty final-flag response
                 continue
-            generated += len(tokens[0]) if tokens else 0
+            counts.update(_token_counts(response, prompt))
             while len(detokenizers) < len(tokens):
                 detokenizers.append(IncrementalDetokenizer(self._decode))
             texts = [self._streamed_text(d, beam) for d, beam in zip(detokenizers, tokens)]
@@ -225,8 +221,6 @@ class TritonPythonModel:
             # cost the python backend about a tenth of its streaming throughput.
             sender.send(pb_utils.InferenceResponse(output_tensors=_text_tensors([texts], {})))
         tails = [d.finish() for d in detokenizers]
-        totals = {"num_input_tokens": prompt_tokens, "num_output_tokens": generated}
-        counts = {name: np.array([[totals[name]]], dtype=np.int32) for name in prompt.requested_counts()}
         if any(tails) or counts:
             texts = [d.text if self._accumulate_tokens else tail for d, tail in zip(detokenizers, tails)]
             sender.send(
@@ -251,7 +245,7 @@ class TritonPythonModel:
 
     def _generate_complete(self, prompt: Prompt) -> tuple[list[str], dict[str, np.ndarray]]:
         """Non-streaming: all tokens of each beam, decoded once by postprocessing."""
-        engine_request, _ = self._engine_request(prompt, counts_from_engine=True)
+        engine_request = self._engine_request(prompt)
         beams: list[list[int]] = []
         counts: dict[str, np.ndarray] = {}
         for response in engine_request.exec(decoupled=True):
@@ -265,8 +259,7 @@ class TritonPythonModel:
                 collected.extend(new)
         return self._decode(beams), counts
 
-    def _engine_request(self, prompt: Prompt, counts_from_engine: bool):
-        """The engine request for ``prompt``, and what preprocessing made of it."""
+    def _engine_request(self, prompt: Prompt):
         preprocessed = self._preprocess(prompt)
         from_preprocessing = dict(ENGINE_INPUTS_FROM_PREPROCESSING)
         if "decoder_text_input" in prompt.inputs:
@@ -281,16 +274,14 @@ class TritonPythonModel:
             for name, engine_name in ENGINE_INPUTS_FROM_CLIENT.items()
             if name in prompt.inputs
         ]
-        # Token counts only when asked: older tensorrt_llm configs do not declare those outputs.
-        counts = prompt.requested_counts() if counts_from_engine else []
-        request = pb_utils.InferenceRequest(
+        return pb_utils.InferenceRequest(
             model_name=self._engine,
             inputs=inputs,
-            requested_output_names=["output_ids", "sequence_length", *counts],
+            # Token counts only when asked: older tensorrt_llm configs do not declare those outputs.
+            requested_output_names=["output_ids", "sequence_length", *prompt.requested_counts()],
             request_id=prompt.request_id,
             parameters=_bls_parameters(prompt.parameters_json),
         )
-        return request, preprocessed
 
     def _preprocess(self, prompt: Prompt) -> dict[str, np.ndarray]:
         inputs = [
