@@ -8,7 +8,10 @@ servers giving the same text as one server does alone.
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from .conftest import RunningStack
+from .conftest import EXAMPLES, RunningStack, start_stack
 
 pytestmark = pytest.mark.triton
 
@@ -32,7 +35,9 @@ def generate(url: str, model: str, body: dict[str, Any], **params: Any) -> dict[
 
 def generate_stream(url: str, model: str, body: dict[str, Any], **params: Any) -> list[dict[str, Any]]:
     events = []
-    with httpx.stream("POST", f"{url}/v2/models/{model}/generate_stream", json={**body, **params}, timeout=60) as r:
+    with httpx.stream(
+        "POST", f"{url}/v2/models/{model}/generate_stream", json={**body, **params}, timeout=60
+    ) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -64,16 +69,19 @@ def test_text_in_text_out(running_quickstart: RunningStack, model: str) -> None:
 
 
 def test_same_prompt_same_text_on_both_replicas(running_quickstart: RunningStack) -> None:
-    answers = {generate(r.http_url, "tiny-chat_ensemble", request(seed=11))["text_output"]
-               for r in running_quickstart.replicas("chat")}
+    answers = {
+        generate(r.http_url, "tiny-chat_ensemble", request(seed=11))["text_output"]
+        for r in running_quickstart.replicas("chat")
+    }
     assert len(answers) == 1
 
 
 def test_ensemble_and_bls_agree(running_quickstart: RunningStack) -> None:
     url = running_quickstart.url("chat")
-    assert generate(url, "tiny-chat_ensemble", request())["text_output"] == generate(
-        url, "tiny-chat_bls", request()
-    )["text_output"]
+    assert (
+        generate(url, "tiny-chat_ensemble", request())["text_output"]
+        == generate(url, "tiny-chat_bls", request())["text_output"]
+    )
 
 
 def test_token_counts_are_reported(running_quickstart: RunningStack) -> None:
@@ -104,13 +112,18 @@ def test_grpc_stream_infer(running_quickstart: RunningStack) -> None:
             _grpc_input("stream", np.array([[True]], dtype=bool), "BOOL"),
             _grpc_input("temperature", np.array([[0.0]], dtype=np.float32), "FP32"),
         ]
-        client.async_stream_infer("tiny-chat_bls", inputs, request_id="grpc-1", enable_empty_final_response=True)
+        client.async_stream_infer(
+            "tiny-chat_bls", inputs, request_id="grpc-1", enable_empty_final_response=True
+        )
         pieces = []
         while True:
             result, error = responses.get(timeout=60)
             assert error is None, error
             response = result.get_response()
-            if response.parameters.get("triton_final_response") and response.parameters["triton_final_response"].bool_param:
+            if (
+                response.parameters.get("triton_final_response")
+                and response.parameters["triton_final_response"].bool_param
+            ):
                 break
             text = result.as_numpy("text_output")
             if text is not None:
@@ -156,3 +169,17 @@ def test_forged_context_is_an_error_not_a_hang(running_quickstart: RunningStack)
     )
     assert response.status_code >= 400
     assert "context_phase_params" in response.text or "reference engine" in response.text
+
+
+def test_stop_removes_the_shared_memory_a_killed_server_left(tmp_path: Path) -> None:
+    launcher = start_stack(EXAMPLES / "quickstart.yaml", tmp_path / "build")
+    try:
+        prefix = launcher.shm_tag + "_"
+        assert list(Path("/dev/shm").glob(f"{prefix}*"))  # the python stubs' regions
+        victim = launcher.replicas[0]
+        assert victim.process is not None
+        os.killpg(victim.process.pid, signal.SIGKILL)  # no chance to unlink its regions
+        victim.process.wait(timeout=10)
+    finally:
+        launcher.stop()
+    assert not list(Path("/dev/shm").glob(f"{prefix}*"))

@@ -9,6 +9,7 @@ child dies the caller learns which one, with the tail of its log.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from generator.naming import pool_triton_models
 from generator.runtime.tritonserver import TritonInstall
 from generator.spec import Pool, Stack
 
-__all__ = ["Managed", "Replica", "Service", "Launcher", "LaunchSettings", "free_ports", "tail"]
+__all__ = ["LaunchSettings", "Launcher", "Managed", "Replica", "Service", "free_ports", "tail"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ class Launcher:
     settings: LaunchSettings = field(default_factory=LaunchSettings)
     replicas: list[Replica] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    # Names this launcher's python-backend shared-memory regions (unique per launcher and host).
+    shm_tag: str = field(default_factory=lambda: f"tritonstack{os.getpid()}{secrets.token_hex(3)}")
 
     @property
     def processes(self) -> list[Managed]:
@@ -184,7 +187,7 @@ class Launcher:
             "--exit-on-error=true",
             f"--log-verbose={self.settings.log_verbose}",
             # Each server's python stubs need their own shared-memory names on one host.
-            f"--backend-config=python,shm-region-prefix-name=tritonstack{os.getpid()}_{pool.name}_{index}_",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix(pool.name, index)}",
         )
         _spawn(replica, command, self.install.env)
         return replica
@@ -230,9 +233,17 @@ class Launcher:
 
     def stop(self) -> None:
         """The services first (the router drains), then the servers: SIGTERM to each process
-        group, SIGKILL to whatever is left after the timeout."""
+        group, SIGKILL to whatever is left after the timeout. A server that was killed (or died)
+        leaves its python-backend shared-memory regions behind; those are removed."""
         for group in (self.services, self.replicas):
             _stop_all(list(group), self.settings.stop_timeout_s)
+        for replica in self.replicas:
+            prefix = self._shm_prefix(replica.pool, replica.index)
+            for region in Path("/dev/shm").glob(f"{prefix}*"):
+                region.unlink(missing_ok=True)
+
+    def _shm_prefix(self, pool: str, index: int) -> str:
+        return f"{self.shm_tag}_{pool}_{index}_"
 
     def endpoints(self) -> dict[str, list[tuple[str, int, int, int]]]:
         """pool → [(host, http, grpc, metrics)] — the shape the router and exporter configs take."""
