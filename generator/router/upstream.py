@@ -1,10 +1,11 @@
 """Talking to one tritonserver replica: a generate call that streams responses, readiness, metrics.
 
-Two transports implement the same surface. gRPC (``ModelStreamInfer`` on grpc.aio) is the default:
-Triton documents request cancellation for gRPC clients (the python backend's
-``response_sender.is_cancelled()`` sees it), and ``context_phase_params`` travels as raw bytes.
-HTTP ``generate_stream`` (aiohttp, SSE) is the alternative measured in
-``benchmarks/router_overhead.py``.
+Two transports implement the same surface. HTTP ``generate_stream`` (SSE, on the router's own
+HTTP/1.1 client) is the default: ``benchmarks/router_overhead.py`` measures it cheaper per token and
+per request; closing the connection cancels the request in Triton (the quickstart disconnect test
+sees the engine's ``cancelled`` counter move). gRPC (``ModelStreamInfer`` on grpc.aio) is the
+alternative: ``context_phase_params`` travels as raw bytes there, and cancellation is documented
+for gRPC clients.
 
 Errors split in two, because the router reacts differently: :class:`UpstreamUnavailable` (transport:
 refused, reset, timed out — the replica may be gone; retry elsewhere before the first byte, count
