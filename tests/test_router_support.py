@@ -211,6 +211,13 @@ class RunningTriton:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        # A killed server leaves its python stubs' shared memory behind.
+        for region in Path("/dev/shm").glob(f"{_shm_prefix(self.endpoint)}*"):
+            region.unlink(missing_ok=True)
+
+
+def _shm_prefix(endpoint: Endpoint) -> str:
+    return f"tsrouter{os.getpid()}_{endpoint.http}_"
 
 
 def spawn_triton(repo: Path, log: Path, endpoint: Endpoint | None = None) -> RunningTriton:
@@ -223,6 +230,7 @@ def spawn_triton(repo: Path, log: Path, endpoint: Endpoint | None = None) -> Run
         f"--grpc-port={endpoint.grpc}",
         f"--metrics-port={endpoint.metrics}",
         "--disable-auto-complete-config",
+        f"--backend-config=python,shm-region-prefix-name={_shm_prefix(endpoint)}",
     )
     with log.open("ab") as sink:
         process = subprocess.Popen(
