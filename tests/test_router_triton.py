@@ -516,8 +516,9 @@ def test_sigkill_replica_under_load_then_readmit(stack: Stack) -> None:
     complete = [r for r in results if not r["error"]]
     cut = [r for r in results if r["error"]]
     assert all(r["tokens"] == 8 for r in complete), [r for r in complete if r["tokens"] != 8][:3]
-    # Only streams already running on it are cut, and only after their first token.
-    assert all(0 < r["tokens"] < 8 for r in cut) and len(cut) < 32, cut
+    # Only streams already running on it are cut, and only after their first token (a stream can
+    # also lose its end: all 8 tokens out, then the final response and the stream's end never come).
+    assert all(0 < r["tokens"] <= 8 for r in cut) and len(cut) < 32, cut
     replica = f"127.0.0.1:{killed.endpoint.grpc}"
     assert router_metric(stack, "tritonstack_router_replica_available", replica=replica, pool="a") == 0
     assert router_metric(stack, "tritonstack_router_ejections_total", pool="a") >= 1
