@@ -208,7 +208,9 @@ def test_same_answer_aggregated_and_disaggregated_and_stop(stack: Stack) -> None
     stop_word = agg.split()[2]
     stopped = c.completions.create(model="agg", prompt="w9", max_tokens=8, stop=[stop_word])
     # OpenAI semantics: the text ends before the stop string (the router trims it).
-    assert stopped.choices[0].finish_reason == "stop" and stopped.choices[0].text == agg[: agg.find(stop_word)]
+    assert (
+        stopped.choices[0].finish_reason == "stop" and stopped.choices[0].text == agg[: agg.find(stop_word)]
+    )
 
 
 def test_prefill_that_finishes_the_request_answers_without_decode(stack: Stack) -> None:
@@ -510,20 +512,26 @@ async def _stream_many(url: str, total: int, concurrency: int, after: int, on_af
 def test_sigkill_replica_under_load_then_readmit(stack: Stack) -> None:
     assert stack.router is not None
     killed = stack.a2
-    results = asyncio.run(_stream_many(stack.router.url, 200, 32, 30, lambda: killed.stop(signal.SIGKILL)))
-    assert len(results) == 200
-    assert all(r["status"] == 200 and r["done"] for r in results), [r for r in results if not r["done"]][:3]
-    complete = [r for r in results if not r["error"]]
-    cut = [r for r in results if r["error"]]
-    assert all(r["tokens"] == 8 for r in complete), [r for r in complete if r["tokens"] != 8][:3]
-    # Only streams already running on it are cut, and only after their first token (a stream can
-    # also lose its end: all 8 tokens out, then the final response and the stream's end never come).
-    assert all(0 < r["tokens"] <= 8 for r in cut) and len(cut) < 32, cut
     replica = f"127.0.0.1:{killed.endpoint.grpc}"
-    assert router_metric(stack, "tritonstack_router_replica_available", replica=replica, pool="a") == 0
-    assert router_metric(stack, "tritonstack_router_ejections_total", pool="a") >= 1
-    restarted = start_triton(killed.repo, killed.log, killed.endpoint)
-    stack.servers[1] = stack.a2 = restarted
+    try:
+        results = asyncio.run(
+            _stream_many(stack.router.url, 200, 32, 30, lambda: killed.stop(signal.SIGKILL))
+        )
+        assert len(results) == 200
+        assert all(r["status"] == 200 and r["done"] for r in results), [r for r in results if not r["done"]][
+            :3
+        ]
+        complete = [r for r in results if not r["error"]]
+        cut = [r for r in results if r["error"]]
+        assert all(r["tokens"] == 8 for r in complete), [r for r in complete if r["tokens"] != 8][:3]
+        # Only streams already running on it are cut, and only after their first token (a stream can
+        # also lose its end: all 8 tokens out, then the final response and the stream's end never come).
+        assert all(0 < r["tokens"] <= 8 for r in cut) and len(cut) < 32, cut
+        assert router_metric(stack, "tritonstack_router_replica_available", replica=replica, pool="a") == 0
+        assert router_metric(stack, "tritonstack_router_ejections_total", pool="a") >= 1
+    finally:  # the tests after this one expect both replicas back, whatever happened here
+        killed.stop(signal.SIGKILL)  # no-op when the load above already killed it
+        stack.servers[1] = stack.a2 = start_triton(killed.repo, killed.log, killed.endpoint)
     assert wait_for(
         lambda: router_metric(stack, "tritonstack_router_replica_available", replica=replica, pool="a") == 1
     )
