@@ -125,3 +125,9 @@ def test_long_prompts_are_counted_exactly_and_short_ones_not_at_all(tokenizers: 
     assert tokenizer.token_bound("a" * 100, True) == 100 + tokenizer._specials[True]
     sp = ModelTokenizer(tokenizers["tiny-sp"], True)
     assert sp.token_bound("a" * 100, True) is None
+
+
+def test_plain_text_leaves_the_bos_to_a_tokenizer_that_adds_it(tokenizers: dict[str, Any]) -> None:
+    adds_bos = ModelTokenizer(tokenizers["growing"], True)  # its post-processor writes <s> first
+    assert adds_bos.plain_text("<s>user: hi") == "user: hi"
+    assert adds_bos.plain_text("user: hi") == "user: hi"

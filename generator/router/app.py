@@ -370,7 +370,9 @@ class RouterApp:
                 )
         request.max_tokens = max_tokens
         if entry.protocol == "llmapi":
-            inputs = _llmapi_inputs(entry, request, max_tokens)
+            # It takes plain text: the chat template, already applied above, is not rendered again.
+            plain = tokenizer.plain_text(text) if request.messages is not None else text
+            inputs = _llmapi_inputs(plain, request, max_tokens)
         else:
             inputs = _ensemble_inputs(route, request, max_tokens)
         session = headers.get(settings.session_header.lower().encode())
@@ -407,12 +409,11 @@ def _ensemble_inputs(route: ModelRoute, request: OpenAIRequest, max_tokens: int)
     return inputs
 
 
-def _llmapi_inputs(entry: ModelEntry, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
-    """Inputs of the LLM-API model (reference/triton-trtllm-backend.md §1.4). It takes plain text,
-    so a chat request's messages are rendered with the tokenizer's chat template here."""
-    text = entry.tokenizer.chat_text(request.messages) if request.messages is not None else request.prompt
+def _llmapi_inputs(text: str, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
+    """Inputs of the LLM-API model (reference/triton-trtllm-backend.md §1.4); ``text`` is the prompt,
+    or a chat request's messages through the chat template."""
     inputs: dict[str, Any] = {
-        "text_input": text or "",
+        "text_input": text,
         "streaming": request.stream,
         "sampling_param_max_tokens": max_tokens,
         # The model's default is False (the prompt would lead text_output); OpenAI answers exclude it.

@@ -97,6 +97,11 @@ class ModelTokenizer:
         if self._rust is not None:
             self._growth = byte_growth(json.loads(self._rust.to_str()))
             self._specials[True] = self._rust.num_special_tokens_to_add(False)
+        # The BOS text when encoding with special tokens puts the BOS first (see plain_text).
+        bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+        self._leading_bos = (
+            bos if bos and bos_id is not None and self._encode("", True)[:1] == [bos_id] else None
+        )
 
     def prompt_text(self, prompt: str | None, messages: list[dict[str, Any]] | None) -> tuple[str, bool]:
         """The text the model encodes and whether special tokens are added to it: a chat request's
@@ -123,20 +128,12 @@ class ModelTokenizer:
             return await asyncio.to_thread(self._encode, text, special)
         return self._encode(text, special)
 
-    def chat_text(self, messages: list[dict[str, Any]]) -> str:
-        """The chat template applied as text: what a model that takes plain text (LLM-API) gets."""
-        text, _ = self.prompt_text(None, messages)
-        # The model tokenizes this text with special tokens on (tensorrt_llm's default); a template
-        # that writes the BOS itself would then start with two. Leave the BOS to the tokenizer.
-        bos = getattr(self._tok, "bos_token", None)
-        if bos and text.startswith(bos) and self._adds_bos():
-            text = text[len(bos) :]
-        return text
-
-    def _adds_bos(self) -> bool:
-        bos_id = getattr(self._tok, "bos_token_id", None)
-        ids = self._encode("", True)
-        return bos_id is not None and bool(ids) and ids[0] == bos_id
+    def plain_text(self, templated: str) -> str:
+        """A chat template's output as a model that takes plain text (LLM-API) should get it. The
+        model tokenizes with special tokens on (tensorrt_llm's default); a template that writes the
+        BOS itself would then start with two, so the BOS is left to the tokenizer."""
+        bos = self._leading_bos
+        return templated[len(bos) :] if bos and templated.startswith(bos) else templated
 
     def count(self, text: str, special: bool = False) -> int:
         return len(self._encode(text, special)) if text or special else 0
