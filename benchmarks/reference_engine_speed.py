@@ -107,7 +107,7 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _server(repo: Path, log: Path):
-    from generator.runtime.tritonserver import find_tritonserver
+    from generator.runtime.tritonserver import find_tritonserver, shm_prefix_option
 
     triton = find_tritonserver()
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
@@ -117,7 +117,7 @@ def _server(repo: Path, log: Path):
         f"--grpc-port={grpc}",
         f"--metrics-port={metrics}",
         "--disable-auto-complete-config",
-        f"--backend-config=python,shm-region-prefix-name=tsrefbench{http}_",
+        shm_prefix_option(f"tsrefbench{http}_"),
     )
     with open(log, "wb") as out:
         process = subprocess.Popen(

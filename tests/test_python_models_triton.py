@@ -32,7 +32,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from transformers import AutoTokenizer
 
-from generator.runtime.tritonserver import find_tritonserver
+from generator.runtime.tritonserver import find_tritonserver, shm_prefix_option
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates" / "model_repo"
@@ -528,7 +528,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 "--disable-auto-complete-config",
                 "--exit-on-error=true",
                 # Python-backend shared memory is named by this prefix; other servers run beside us.
-                f"--backend-config=python,shm-region-prefix-name=tspymodels{os.getpid()}_{ports[0]}_",
+                shm_prefix_option(f"tspymodels{os.getpid()}_{ports[0]}_"),
             ),
             env=env,
             stdout=log,

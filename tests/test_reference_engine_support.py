@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from generator.runtime.tritonserver import find_tritonserver
+from generator.runtime.tritonserver import find_tritonserver, shm_prefix_option
 
 ENGINE_DIR = Path(__file__).resolve().parent.parent / "templates" / "model_repo" / "reference_engine"
 SERVER_START_TIMEOUT_S = 120.0
@@ -251,7 +251,7 @@ def running_server(repo: Path, log: Path) -> Iterator[Server]:
         "--log-verbose=0",
         "--metrics-interval-ms=200",
         # Each server needs its own python-backend shared-memory names: several run on this machine.
-        f"--backend-config=python,shm-region-prefix-name=tsrefeng{os.getpid()}_{ports['http']}_",
+        shm_prefix_option(f"tsrefeng{os.getpid()}_{ports['http']}_"),
     )
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from generator.router.config import Endpoint
-from generator.runtime.tritonserver import find_tritonserver
+from generator.runtime.tritonserver import find_tritonserver, remove_shm_regions, shm_prefix_option
 
 WORDS = [f"w{i}" for i in range(64)]
 SPECIALS = ["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
@@ -211,9 +211,7 @@ class RunningTriton:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        # A killed server leaves its python stubs' shared memory behind.
-        for region in Path("/dev/shm").glob(f"{_shm_prefix(self.endpoint)}*"):
-            region.unlink(missing_ok=True)
+        remove_shm_regions(_shm_prefix(self.endpoint))
 
 
 def _shm_prefix(endpoint: Endpoint) -> str:
@@ -230,7 +228,7 @@ def spawn_triton(repo: Path, log: Path, endpoint: Endpoint | None = None) -> Run
         f"--grpc-port={endpoint.grpc}",
         f"--metrics-port={endpoint.metrics}",
         "--disable-auto-complete-config",
-        f"--backend-config=python,shm-region-prefix-name={_shm_prefix(endpoint)}",
+        shm_prefix_option(_shm_prefix(endpoint)),
     )
     with log.open("ab") as sink:
         process = subprocess.Popen(

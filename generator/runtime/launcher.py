@@ -23,7 +23,7 @@ from pathlib import Path
 
 from generator.errors import RuntimeSetupError
 from generator.naming import pool_triton_models
-from generator.runtime.tritonserver import TritonInstall
+from generator.runtime.tritonserver import TritonInstall, remove_shm_regions, shm_prefix_option
 from generator.spec import Pool, Stack
 
 __all__ = ["LaunchSettings", "Launcher", "Managed", "Replica", "Service", "free_ports", "tail"]
@@ -187,7 +187,7 @@ class Launcher:
             "--exit-on-error=true",
             f"--log-verbose={self.settings.log_verbose}",
             # Each server's python stubs need their own shared-memory names on one host.
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix(pool.name, index)}",
+            shm_prefix_option(self._shm_prefix(pool.name, index)),
         )
         _spawn(replica, command, self.install.env)
         return replica
@@ -238,9 +238,7 @@ class Launcher:
         for group in (self.services, self.replicas):
             _stop_all(list(group), self.settings.stop_timeout_s)
         for replica in self.replicas:
-            prefix = self._shm_prefix(replica.pool, replica.index)
-            for region in Path("/dev/shm").glob(f"{prefix}*"):
-                region.unlink(missing_ok=True)
+            remove_shm_regions(self._shm_prefix(replica.pool, replica.index))
 
     def _shm_prefix(self, pool: str, index: int) -> str:
         return f"{self.shm_tag}_{pool}_{index}_"

@@ -20,7 +20,7 @@ from generator.runtime.launcher import Launcher, LaunchSettings, Managed, Servic
 from generator.runtime.tritonserver import TritonInstall
 from generator.spec import Stack
 
-__all__ = ["LocalStackSettings", "start_local_stack", "service_url"]
+__all__ = ["LocalStackSettings", "service_url", "start_local_stack"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def start_local_stack(
         exporter_port = _port(settings.exporter_port, stack.exporter.port, host)
         launcher.start_service(
             "exporter",
-            _tritonstack("exporter", "--config", str(exporter_config), "--host", host, "--port", str(exporter_port)),
+            _tritonstack(
+                "exporter", "--config", str(exporter_config), "--host", host, "--port", str(exporter_port)
+            ),
             f"http://{host}:{exporter_port}",
             "/-/healthy",
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from generator.errors import RuntimeSetupError
 
-__all__ = ["TritonInstall", "find_tritonserver"]
+__all__ = ["TritonInstall", "find_tritonserver", "remove_shm_regions", "shm_prefix_option"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def find_tritonserver(cache_dir: Path | None = None) -> TritonInstall:
 
 def _from_pytriton_wheel(cache_dir: Path | None) -> TritonInstall | None:
     try:
-        import pytriton  # noqa: PLC0415  (optional dependency, looked up at run time)
+        import pytriton
     except ImportError:
         return None
     server_root = Path(pytriton.__file__).parent / "tritonserver"
@@ -106,3 +106,15 @@ def _assemble_backend_dir(server_root: Path, stub: Path, cache_dir: Path | None)
         shutil.rmtree(backend_dir)
     staging.rename(backend_dir)
     return backend_dir
+
+
+def shm_prefix_option(prefix: str) -> str:
+    """The flag that names a server's python-backend shared-memory regions ``<prefix>…``: several
+    servers on one host need their own names, and the names let :func:`remove_shm_regions` find them."""
+    return f"--backend-config=python,shm-region-prefix-name={prefix}"
+
+
+def remove_shm_regions(prefix: str) -> None:
+    """Remove what a stopped server left in /dev/shm: a killed one never unlinks its regions."""
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
+        region.unlink(missing_ok=True)
