@@ -63,6 +63,22 @@ class RouterSettings(Closed):
     token_timeout_s: Seconds = Field(default=30.0, description="Longest gap between two upstream responses")
     request_timeout_s: Seconds = Field(default=600.0, description="Whole request, all phases")
     prefill_timeout_s: Seconds = Field(default=60.0, description="Disaggregated context phase")
+    # Client connections (the HTTP server): every phase has a deadline, so slow clients cannot hold
+    # connections forever; request_timeout_s above also bounds a request from its first byte.
+    client_keep_alive_s: Seconds = Field(
+        default=5.0, description="An idle keep-alive client connection is closed after this long"
+    )
+    client_head_timeout_s: Seconds = Field(
+        default=10.0, description="From a request's first byte to the end of its headers; slower gets 408"
+    )
+    client_body_timeout_s: Seconds = Field(
+        default=30.0, description="From the end of a request's headers to the end of its body; slower gets 408"
+    )
+    max_connections: Annotated[int, Field(ge=1)] = Field(
+        default=4096,
+        description="Open client connections per router process; at the cap the one waiting longest on "
+        "its client is answered 503 and closed, or the new one when every connection is busy",
+    )
     # Resilience.
     max_retries: Annotated[int, Field(ge=0, le=8)] = Field(
         default=2, description="Other replicas tried on a transport failure, only before the first byte"
@@ -87,3 +103,8 @@ class RouterSettings(Closed):
     )
     api_keys_file: str | None = Field(default=None, description="File with one API key per line")
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    prompt_bytes_per_token: Annotated[int, Field(ge=4)] = Field(
+        default=16,
+        description="A prompt over max_input_len × this many UTF-8 bytes is refused before any tokenizing "
+        "(real text averages 3-5 bytes per token)",
+    )
