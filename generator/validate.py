@@ -1,9 +1,13 @@
 """Check rendered repositories before anything runs.
 
-Every ``config.pbtxt`` must parse into Triton's ``ModelConfig`` protobuf, and the models of one
+Every ``config.pbtxt`` must parse into Triton's ``ModelConfig`` protobuf, must satisfy the backend
+contract of its release era (``generator/contract/``: parameters the real backend cannot load
+without, values it would misread, upstream's tensors as upstream declares them), and the models of one
 repository must fit together the way Triton and the TRT-LLM backend demand at load or request time:
 ensemble steps exist and agree on tensor names and types, ``max_batch_size`` of an ensemble is at
-most each step's, streaming needs decoupled models, a decoupled BLS needs a decoupled tensorrt_llm.
+most each step's, a decoupled BLS needs a decoupled tensorrt_llm. (Whether a client may ask a
+non-decoupled engine to stream is the backend's call at request time, as upstream's ensemble wires
+``stream`` to ``streaming`` for every model.)
 Problems are collected, each naming the model, the field and the fix.
 """
 
@@ -16,7 +20,10 @@ from pathlib import PurePosixPath
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from generator.contract import load_contract
+from generator.contract.check import check_against_contract, contract_kind
 from generator.errors import ValidationFailure
+from generator.render.llmapi import uses_llm_api
 from generator.spec import Stack
 
 __all__ = ["parse_configs", "validate_repositories"]
@@ -55,9 +62,13 @@ def parse_configs(files: dict[str, bytes]) -> tuple[dict[str, dict[str, ParsedMo
 def validate_repositories(files: dict[str, bytes], stack: Stack) -> None:
     """Raise :class:`ValidationFailure` listing every problem found."""
     repos, problems = parse_configs(files)
+    contract = load_contract(stack.target.release.tensor_names)
     for repo, models in sorted(repos.items()):
         for parsed in models.values():
             problems += _check_model(parsed, models)
+            kind = contract_kind(parsed.config.name)
+            if kind is not None:
+                problems += check_against_contract(parsed.path, parsed.config, kind, contract)
     problems += _check_pairs(stack, repos)
     if problems:
         raise ValidationFailure(problems)
@@ -146,11 +157,6 @@ def _check_ensemble(where: str, config: ModelConfig, models: dict[str, ParsedMod
             model_input = step_inputs.get(key)
             if model_input is None:
                 problems.append(f"{step_where}: input_map key {key!r} is not an input of {step.model_name}")
-            elif key == "streaming" and not target.config.model_transaction_policy.decoupled:
-                problems.append(
-                    f"{step_where}: the ensemble streams into {step.model_name}, which is not decoupled; "
-                    "streaming needs model_transaction_policy.decoupled: true (streaming: true in the spec)"
-                )
             elif value not in produced:
                 problems.append(f"{step_where}: input_map value {value!r} is produced by no earlier step or input")
             elif produced[value] not in (None, model_input.data_type):
@@ -188,6 +194,8 @@ def _check_pairs(stack: Stack, repos: dict[str, dict[str, ParsedModel]]) -> list
         if partner is None:
             continue
         for model in pool.models:
+            if uses_llm_api(stack, stack.model(model)):
+                continue  # one <m>_llmapi model on each side (render/llmapi.py), no engine copies to compare
             context = repos.get(pool.name, {}).get(f"{model}_context")
             generation = repos.get(partner.name, {}).get(f"{model}_generation")
             if context is None or generation is None:

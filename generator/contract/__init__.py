@@ -15,6 +15,8 @@ from functools import cache
 from importlib import resources
 from typing import Literal
 
+import json
+
 import yaml
 
 __all__ = [
@@ -24,7 +26,12 @@ __all__ = [
     "TensorContract",
     "load_contract",
     "is_unset",
+    "REFERENCE_CONTRACT_FILE",
+    "reference_engine_contract",
 ]
+
+# Written beside the reference engine's model.py: what it must refuse and how it must answer.
+REFERENCE_CONTRACT_FILE = "backend_contract.json"
 
 Era = Literal["0.19", "1.x"]
 ModelKind = Literal["tensorrt_llm", "preprocessing", "postprocessing", "ensemble", "tensorrt_llm_bls"]
@@ -42,6 +49,9 @@ class ParameterContract:
     values: tuple[str, ...] = ()  # the accepted spellings, for format "enum"
     default: str | None = None  # what the backend uses when the key is absent or unset
     note: str = ""
+    # Whether "" / ``${name}`` is read as "not set" (true), used as the value itself (false), or, when
+    # None, fails to parse inside the backend's try/catch, which also means "default".
+    unset_allowed: bool | None = None
 
     def unset_spellings(self) -> tuple[str, ...]:
         """Values the backend takes as "not set": empty, or the placeholder fill_template leaves."""
@@ -65,9 +75,11 @@ class ModelContract:
     inputs: tuple[TensorContract, ...]
     outputs: tuple[TensorContract, ...]
     parameters: tuple[ParameterContract, ...] = ()
-    # For tensorrt_llm: the order in which the backend attaches outputs to a response.
+    # For tensorrt_llm: the order in which the backend attaches outputs to a response, and, for each
+    # output not sent every time, the condition under which it is attached.
     response_order: tuple[str, ...] = ()
     response_order_source: str = ""
+    response_conditions: dict[str, str] = field(default_factory=dict)
 
     def input(self, name: str) -> TensorContract | None:
         return next((t for t in self.inputs if t.name == name), None)
@@ -90,6 +102,7 @@ class BackendContract:
     # Data types upstream leaves as ${placeholder}: the TYPE_* values each may be filled with.
     placeholders: dict[str, tuple[str, ...]] = field(default_factory=dict)
     models: dict[str, ModelContract] = field(default_factory=dict)
+    facts: tuple[dict[str, str], ...] = ()  # behaviour beside the config ({fact, source})
 
     def model(self, kind: str) -> ModelContract:
         return self.models[kind]
@@ -113,7 +126,13 @@ def load_contract(era: str) -> BackendContract:
     raw = yaml.safe_load(text)
     models = {kind: _model(kind, body) for kind, body in raw["models"].items()}
     placeholders = {name: tuple(types) for name, types in (raw.get("placeholders") or {}).items()}
-    return BackendContract(era=str(raw["era"]), description=raw["description"], placeholders=placeholders, models=models)
+    return BackendContract(
+        era=str(raw["era"]),
+        description=raw["description"],
+        placeholders=placeholders,
+        models=models,
+        facts=tuple(raw.get("facts") or ()),
+    )
 
 
 def _model(kind: str, body: dict) -> ModelContract:
@@ -125,6 +144,7 @@ def _model(kind: str, body: dict) -> ModelContract:
         parameters=tuple(_parameter(p) for p in body.get("parameters", ())),
         response_order=tuple(body.get("response_order", ())),
         response_order_source=body.get("response_order_source", ""),
+        response_conditions=dict(body.get("response_conditions") or {}),
     )
 
 
@@ -148,4 +168,26 @@ def _parameter(raw: dict) -> ParameterContract:
         values=tuple(str(v) for v in raw.get("values", ())),
         default=None if raw.get("default") is None else str(raw["default"]),
         note=raw.get("note", ""),
+        unset_allowed=raw.get("unset_allowed"),
     )
+
+
+def reference_engine_contract(era: str) -> bytes:
+    """The part of the ``tensorrt_llm`` contract the CPU reference engine enforces at load and answer
+    time: the parameters the real backend cannot load without, how each parameter's value must parse,
+    and the order of outputs in a response. Deterministic JSON (sorted keys)."""
+    engine = load_contract(era).model("tensorrt_llm")
+    document = {
+        "era": era,
+        "required_parameters": [{"name": p.name, "source": p.source} for p in engine.required_parameters],
+        "parameters": {
+            p.name: {
+                "format": p.format,
+                **({"values": list(p.values)} if p.values else {}),
+                **({"unset_allowed": p.unset_allowed} if p.unset_allowed is not None else {}),
+            }
+            for p in engine.parameters
+        },
+        "response_order": list(engine.response_order),
+    }
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()

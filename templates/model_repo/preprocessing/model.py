@@ -9,9 +9,9 @@ inputs   QUERY STRING[1]; REQUEST_OUTPUT_LEN INT32[1]; optional DECODER_QUERY ST
 outputs  INPUT_ID INT32[-1]; REQUEST_INPUT_LEN INT32[1]; DECODER_INPUT_ID INT32[-1];
          REQUEST_DECODER_INPUT_LEN INT32[1]; BAD_WORDS_IDS / STOP_WORDS_IDS INT32[2,-1];
          EMBEDDING_BIAS FP32[-1]; REQUEST_OUTPUT_LEN INT32[-1]; OUT_END_ID / OUT_PAD_ID INT32[1];
-         OUT_PROMPT_TABLE_EXTRA_IDS UINT64[-1] (only when PROMPT_TABLE_EXTRA_ID was sent, as upstream),
-         and our OUT_RETURN_PERF_METRICS BOOL[1], always true: it makes the engine report
-         ``arrival_time_ns`` for every request, which postprocessing uses to tell streams apart
+         OUT_PROMPT_TABLE_EXTRA_IDS UINT64[-1] (only when PROMPT_TABLE_EXTRA_ID was sent, as upstream).
+         Nothing else: perf metrics are the client's choice (``return_perf_metrics`` goes from the
+         ensemble straight to the engine), as in upstream's ensemble.
 
 Parameters: ``tokenizer_dir`` (required), ``add_special_tokens`` (default true), ``max_input_len``
 (optional: a longer prompt gets an error response and never reaches the engine).
@@ -100,7 +100,6 @@ class TritonPythonModel:
             ),
             pb_utils.Tensor("OUT_END_ID", _per_row_id(request, "END_ID", encoder.end_id, batch_size)),
             pb_utils.Tensor("OUT_PAD_ID", _per_row_id(request, "PAD_ID", encoder.pad_id, batch_size)),
-            pb_utils.Tensor("OUT_RETURN_PERF_METRICS", np.ones((batch_size, 1), dtype=bool)),
         ]
         extra_ids = _array(request, "PROMPT_TABLE_EXTRA_ID")
         if extra_ids is not None:

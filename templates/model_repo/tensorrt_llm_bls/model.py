@@ -14,8 +14,13 @@ Interface (batch dimension first): inputs ``text_input`` STRING[1], ``max_tokens
 ``frequency_penalty`` FP32[1], ``min_length`` or ``min_tokens`` INT32[1], ``random_seed`` or ``seed``
 UINT64[1] (passed on under the name received: the generator renders the names of the target release on
 both models), ``exclude_input_in_output`` / ``return_num_input_tokens`` / ``return_num_output_tokens``
-BOOL[1], ``context_phase_params`` UINT8[-1] (decode pools). Outputs ``text_output`` STRING[-1] (one
-text per beam) and, when the engine reports them, ``num_input_tokens`` / ``num_output_tokens`` INT32[1].
+BOOL[1], ``context_phase_params`` UINT8[-1] (decode pools), and upstream's optional inputs passed to
+the engine as they are: ``return_log_probs`` / ``return_context_logits`` / ``return_generation_logits`` /
+``return_perf_metrics``, ``prompt_embedding_table`` / ``prompt_vocab_size`` / ``prompt_table_extra_id``,
+``lora_*``, ``guided_decoding_*``. Image inputs and ``num_draft_tokens`` > 0 are refused by name (no
+multimodal encoder or draft model is rendered). Outputs ``text_output`` STRING[-1] (flat: one text per
+row and beam, as upstream), and, when the engine reports them, ``num_input_tokens`` /
+``num_output_tokens`` INT32[1] and whichever of log probs, logits and perf metrics the client asked for.
 Request parameters (``request_type: generation_only`` ...) are passed to the engine unchanged.
 
 Parameters: ``preprocessing_model_name``, ``tensorrt_llm_model_name``, ``postprocessing_model_name``
@@ -59,6 +64,7 @@ PREPROCESSING_INPUTS = {
     "embedding_bias_weights": "EMBEDDING_BIAS_WEIGHTS",
     "end_id": "END_ID",
     "pad_id": "PAD_ID",
+    "prompt_table_extra_id": "PROMPT_TABLE_EXTRA_ID",
 }
 # preprocessing output -> tensorrt_llm input (left out when the request has none: last axis empty)
 ENGINE_INPUTS_FROM_PREPROCESSING = {
@@ -70,6 +76,7 @@ ENGINE_INPUTS_FROM_PREPROCESSING = {
     "STOP_WORDS_IDS": "stop_words_list",
     "BAD_WORDS_IDS": "bad_words_list",
     "EMBEDDING_BIAS": "embedding_bias",
+    "OUT_PROMPT_TABLE_EXTRA_IDS": "prompt_table_extra_ids",
 }
 # Encoder-decoder engines only: passed on when the client sent decoder_text_input.
 DECODER_INPUTS_FROM_PREPROCESSING = {
@@ -96,10 +103,48 @@ ENGINE_INPUTS_FROM_CLIENT = {
     "num_return_sequences": "num_return_sequences",
     "beam_width": "beam_width",
     "stream": "streaming",
+    "return_log_probs": "return_log_probs",
+    "return_context_logits": "return_context_logits",
+    "return_generation_logits": "return_generation_logits",
+    "return_perf_metrics": "return_perf_metrics",
+    "prompt_embedding_table": "prompt_embedding_table",
+    "prompt_vocab_size": "prompt_vocab_size",
+    "lora_task_id": "lora_task_id",
+    "lora_weights": "lora_weights",
+    "lora_config": "lora_config",
+    "guided_decoding_guide_type": "guided_decoding_guide_type",
+    "guided_decoding_guide": "guided_decoding_guide",
 }
 TOKEN_COUNT_OUTPUTS = {
     "return_num_input_tokens": "num_input_tokens",
     "return_num_output_tokens": "num_output_tokens",
+}
+# Engine outputs a client flag asks for, passed back under the same names (upstream BLS
+# tensorrt_llm_bls/1/lib/decode.py does the same; the engine fills them only when asked).
+FLAGGED_OUTPUTS = {
+    "return_log_probs": ("cum_log_probs", "output_log_probs"),
+    "return_context_logits": ("context_logits",),
+    "return_generation_logits": ("generation_logits",),
+    "return_perf_metrics": (
+        "kv_cache_alloc_new_blocks",
+        "kv_cache_reused_blocks",
+        "kv_cache_alloc_total_blocks",
+        "arrival_time_ns",
+        "first_scheduled_time_ns",
+        "first_token_time_ns",
+        "last_token_time_ns",
+        "acceptance_rate",
+        "total_accepted_draft_tokens",
+        "total_draft_tokens",
+    ),
+}
+# Inputs upstream's BLS declares for features this text-only BLS has no model for: refused by name
+# when a request carries them (rather than silently ignored).
+UNSUPPORTED_INPUTS = {
+    "image_input": "images need a multimodal encoder model, which this stack does not render",
+    "image_bytes_input": "images need a multimodal encoder model, which this stack does not render",
+    "image_url_input": "images need a multimodal encoder model, which this stack does not render",
+    "video_bytes_input": "videos need a multimodal encoder model, which this stack does not render",
 }
 
 
@@ -116,6 +161,10 @@ class Prompt:
 
     def requested_counts(self) -> list[str]:
         return [output for flag, output in TOKEN_COUNT_OUTPUTS.items() if self.flag(flag)]
+
+    def requested_extras(self) -> list[str]:
+        """Engine outputs besides tokens and counts that the client's flags ask for."""
+        return [output for flag, outputs in FLAGGED_OUTPUTS.items() if self.flag(flag) for output in outputs]
 
 
 class TritonPythonModel:
@@ -218,8 +267,10 @@ class TritonPythonModel:
                 detokenizers.append(IncrementalDetokenizer(self._decode))
             texts = [self._streamed_text(d, beam) for d, beam in zip(detokenizers, tokens)]
             # Counts go out once, with the final response: two more tensors on every token would
-            # cost the python backend about a tenth of its streaming throughput.
-            sender.send(pb_utils.InferenceResponse(output_tensors=_text_tensors([texts], {})))
+            # cost the python backend about a tenth of its streaming throughput. Outputs the client
+            # asked for (log probs, perf metrics) go out with the step that made them.
+            extras = _engine_outputs(response, prompt.requested_extras())
+            sender.send(pb_utils.InferenceResponse(output_tensors=_text_tensors([texts], extras)))
         tails = [d.finish() for d in detokenizers]
         if any(tails) or counts:
             texts = [d.text if self._accumulate_tokens else tail for d, tail in zip(detokenizers, tails)]
@@ -253,6 +304,8 @@ class TritonPythonModel:
             if tokens is None:
                 continue
             counts.update(_token_counts(response, prompt))
+            # A non-streamed engine answers once; the last value of each asked-for output is its answer.
+            counts.update(_engine_outputs(response, prompt.requested_extras()))
             while len(beams) < len(tokens):
                 beams.append([])
             for collected, new in zip(beams, tokens):
@@ -278,7 +331,12 @@ class TritonPythonModel:
             model_name=self._engine,
             inputs=inputs,
             # Token counts only when asked: older tensorrt_llm configs do not declare those outputs.
-            requested_output_names=["output_ids", "sequence_length", *prompt.requested_counts()],
+            requested_output_names=[
+                "output_ids",
+                "sequence_length",
+                *prompt.requested_counts(),
+                *prompt.requested_extras(),
+            ],
             request_id=prompt.request_id,
             parameters=_bls_parameters(prompt.parameters_json),
         )
@@ -346,6 +404,16 @@ def _flag(request, name: str) -> bool:
 def _prompts(request) -> list[Prompt]:
     """One prompt per batch row (each keeping a batch axis of 1); the engine needs an id to stop it."""
     arrays = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
+    for name, why in UNSUPPORTED_INPUTS.items():
+        if name in arrays:
+            raise RequestError(f"input '{name}' is not supported: {why}")
+    draft_tokens = arrays.get("num_draft_tokens")
+    if draft_tokens is not None and int(draft_tokens.reshape(-1)[0]) > 0:
+        raise RequestError(
+            "num_draft_tokens > 0 needs a draft model (speculative decoding), which this stack does not render"
+        )
+    arrays.pop("num_draft_tokens", None)
+    arrays.pop("use_draft_logits", None)
     for required in ("text_input", "max_tokens"):
         if required not in arrays:
             raise RequestError(f"{required} is required")
@@ -386,8 +454,19 @@ def _token_counts(response, prompt: Prompt) -> dict[str, np.ndarray]:
     return counts
 
 
+def _engine_outputs(response, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named engine outputs present in one response, as the engine sent them."""
+    return {
+        name: tensor.as_numpy()
+        for name in names
+        if (tensor := pb_utils.get_output_tensor_by_name(response, name)) is not None
+    }
+
+
 def _text_tensors(rows: Sequence[Sequence[str]], counts: dict[str, np.ndarray]) -> list:
-    text = np.array([[t.encode("utf-8") for t in texts] for texts in rows], dtype=object)
+    # Flat over rows and beams, as upstream's postprocessing and BLS return it, so that a client's
+    # text_output[0].decode() works.
+    text = np.array([t.encode("utf-8") for texts in rows for t in texts], dtype=object)
     return [
         pb_utils.Tensor("text_output", text),
         *(pb_utils.Tensor(name, value) for name, value in counts.items()),
@@ -397,7 +476,8 @@ def _text_tensors(rows: Sequence[Sequence[str]], counts: dict[str, np.ndarray]) 
 def _stack_rows(rows: Sequence[tuple[list[str], dict[str, np.ndarray]]]) -> list:
     texts = [row_texts for row_texts, _ in rows]
     counts: dict[str, np.ndarray] = {}
-    for name in TOKEN_COUNT_OUTPUTS.values():
+    names = {name for _, row_counts in rows for name in row_counts}
+    for name in sorted(names):
         if all(name in row_counts for _, row_counts in rows):
             counts[name] = np.concatenate([row_counts[name] for _, row_counts in rows], axis=0)
     return _text_tensors(texts, counts)
