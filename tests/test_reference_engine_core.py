@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_reference_engine_support import ENGINE_DIR, write_tokenizer
+from tests.test_reference_engine_support import ENGINE_DIR, RESPONSE_ORDER, write_tokenizer
 
 sys.path.insert(0, str(ENGINE_DIR))
 
@@ -477,13 +477,10 @@ def test_responses_carry_only_requested_outputs(config, lm):
     batcher = make_batcher(lm)
     sequence = batcher.submit(parsed.engine_request, RecordingSink())
     run_all(batcher)
-    arrays = response_arrays(
-        sequence, parsed, [], frozenset({"output_ids", "num_output_tokens", "num_input_tokens"}), None, True
-    )
-    assert set(arrays) == {
-        "output_ids",
-        "num_output_tokens",
-    }  # num_input_tokens was not asked for by the flag
+    requested = frozenset({"output_ids", "sequence_length", "num_output_tokens", "num_input_tokens"})
+    arrays = response_arrays(sequence, parsed, [], requested, None, True, tuple(RESPONSE_ORDER))
+    # num_input_tokens was not asked for by the flag
+    assert list(arrays) == ["output_ids", "sequence_length", "num_output_tokens"]
     assert arrays["output_ids"].shape == (1, 1, len(PROMPT) + 3)
     assert arrays["output_ids"][0, 0, : len(PROMPT)].tolist() == PROMPT
     assert arrays["num_output_tokens"].tolist() == [[3]]

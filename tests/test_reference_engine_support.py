@@ -141,6 +141,9 @@ DEFAULT_PARAMETERS = {
     "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
     "gpt_model_type": "inflight_fused_batching",
     "gpt_model_path": "${engine_dir}",  # unfilled on purpose: must count as unset
+    # Read with no fallback by the backend (backend_contract.json below): present, unset on purpose.
+    "xgrammar_tokenizer_info_path": "${xgrammar_tokenizer_info_path}",
+    "guided_decoding_backend": "",
     "batch_scheduler_policy": "guaranteed_no_evict",
     "enable_kv_cache_reuse": "true",
     "exclude_input_in_output": "true",
@@ -152,6 +155,70 @@ DEFAULT_PARAMETERS = {
     "reference_kv_blocks": "512",
     "reference_tokens_per_block": "8",
 }
+
+
+# backend_contract.json as the renderer writes it from generator/contract/ (written by hand here, like
+# the config.pbtxt above, so the engine is tested against upstream rather than against our renderer).
+_MIS = "https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc"
+RESPONSE_ORDER = [
+    # ModelInstanceState::fillTritonResponse, in the order it adds tensors (_MIS#L1079-L1306; 1.x adds
+    # num_input_tokens / num_output_tokens after context_phase_params).
+    "output_ids",
+    "sequence_length",
+    "context_logits",
+    "generation_logits",
+    "output_log_probs",
+    "cum_log_probs",
+    "batch_index",
+    "sequence_index",
+    "context_phase_params",
+    "num_input_tokens",
+    "num_output_tokens",
+    "kv_cache_alloc_new_blocks",
+    "kv_cache_reused_blocks",
+    "kv_cache_alloc_total_blocks",
+    "arrival_time_ns",
+    "first_scheduled_time_ns",
+    "first_token_time_ns",
+    "last_token_time_ns",
+    "acceptance_rate",
+    "total_accepted_draft_tokens",
+    "total_draft_tokens",
+]
+
+
+def backend_contract(era: str = "1.x") -> dict[str, object]:
+    return {
+        "era": era,
+        "required_parameters": [
+            {"name": "gpt_model_type", "source": f"{_MIS}#L59-L79"},
+            {"name": "tokenizer_dir", "source": f"{_MIS}#L413"},
+            {"name": "xgrammar_tokenizer_info_path", "source": f"{_MIS}#L414"},
+            {"name": "guided_decoding_backend", "source": f"{_MIS}#L415"},
+        ],
+        "parameters": {
+            "gpt_model_type": {
+                "format": "enum",
+                "values": ["V1", "v1", "inflight_batching", "inflight_fused_batching"],
+            },
+            "tokenizer_dir": {"format": "path"},
+            "xgrammar_tokenizer_info_path": {"format": "path"},
+            "guided_decoding_backend": {"format": "enum", "values": ["xgrammar"], "unset_allowed": True},
+            "batch_scheduler_policy": {
+                "format": "enum",
+                "values": ["max_utilization", "guaranteed_no_evict"],
+            },
+            "enable_kv_cache_reuse": {"format": "bool"},
+            "exclude_input_in_output": {"format": "bool"},
+            "max_beam_width": {"format": "int"},
+            "cancellation_check_period_ms": {"format": "int"},
+            "stats_check_period_ms": {"format": "int"},
+            "max_tokens_in_paged_kv_cache": {"format": "int"},
+            "kv_cache_free_gpu_mem_fraction": {"format": "float"},
+            "gpu_device_ids": {"format": "int_list"},
+        },
+        "response_order": RESPONSE_ORDER,
+    }
 
 
 def tensorrt_llm_config(
@@ -194,20 +261,27 @@ def add_engine_model(
     era: str = "1.x",
     decoupled: bool = True,
     max_batch_size: int = 16,
+    contract: dict[str, object] | None = None,
+    drop: tuple[str, ...] = (),
     **overrides: str,
 ) -> Path:
-    """One reference-engine model: config.pbtxt + 1/ with the engine's files copied verbatim."""
+    """One reference-engine model: config.pbtxt + 1/ with the engine's files copied verbatim and the
+    backend contract beside them (``contract``; default: backend_contract(era)). ``drop`` removes
+    parameters from the defaults."""
     model_dir = repo / name
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True)
     for source in sorted(ENGINE_DIR.glob("*.py")):
         shutil.copy2(source, version_dir / source.name)
+    (version_dir / "backend_contract.json").write_text(json.dumps(contract or backend_contract(era)))
     # A relative tokenizer_dir is relative to the model's directory, as the generator writes it.
     parameters = {
         **DEFAULT_PARAMETERS,
         "tokenizer_dir": os.path.relpath(tokenizer_dir, model_dir),
         **overrides,
     }
+    for key in drop:
+        parameters.pop(key)
     (model_dir / "config.pbtxt").write_text(
         tensorrt_llm_config(
             name, era=era, decoupled=decoupled, max_batch_size=max_batch_size, parameters=parameters
@@ -238,7 +312,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(repo: Path, log: Path) -> Iterator[Server]:
+def running_server(repo: Path, log: Path, *extra_args: str) -> Iterator[Server]:
     """Start a real tritonserver on free ports; always stop its whole process group."""
     triton = find_tritonserver()
     ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
@@ -252,6 +326,7 @@ def running_server(repo: Path, log: Path) -> Iterator[Server]:
         "--metrics-interval-ms=200",
         # Each server needs its own python-backend shared-memory names: several run on this machine.
         shm_prefix_option(f"tsrefeng{os.getpid()}_{ports['http']}_"),
+        *extra_args,
     )
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 from tests.test_reference_engine_support import (
     ENGINE_DIR,
     POLL_TIMEOUT_S,
+    RESPONSE_ORDER,
     GenerateError,
     Server,
     add_engine_model,
@@ -191,6 +192,111 @@ def test_stop_words_end_the_output_and_bad_words_are_banned(servers):
     assert tokens[:4] == free[:4] and free[4] not in tokens
 
 
+# ------------------------------------------------------------------------------------------ backend fidelity
+
+
+def _output_names(server: Server, model: str, arrays: dict[str, np.ndarray]) -> list[str]:
+    (result,) = grpc_stream(server, model, arrays)
+    return [output.name for output in result.get_response().outputs]
+
+
+def test_outputs_come_in_the_backend_order_and_only_when_asked(servers):
+    plain = _output_names(servers["a"], "eng", engine_arrays(PROMPT, 4))
+    assert plain == ["output_ids", "sequence_length"]  # no batch_index for batch 1, no perf metrics
+    flags = {name: np.array([[True]]) for name in ("return_perf_metrics", "return_num_input_tokens")}
+    asked = _output_names(servers["a"], "eng", engine_arrays(PROMPT, 4, **flags))
+    expected = [
+        "output_ids",
+        "sequence_length",
+        "num_input_tokens",
+        "kv_cache_alloc_new_blocks",
+        "kv_cache_reused_blocks",
+        "kv_cache_alloc_total_blocks",
+        "arrival_time_ns",
+        "first_scheduled_time_ns",
+        "first_token_time_ns",
+        "last_token_time_ns",
+        "acceptance_rate",
+        "total_accepted_draft_tokens",
+        "total_draft_tokens",
+    ]
+    assert asked == expected and asked == [n for n in RESPONSE_ORDER if n in asked]
+
+
+def _stream_request(client, model: str, arrays: dict[str, np.ndarray], request_id: str, **options) -> None:
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), _triton_type(array))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    client.async_stream_infer(model, inputs, request_id=request_id, **options)
+
+
+def test_stop_true_gets_an_empty_success_and_the_stopped_request_ends_normally(servers):
+    server = servers["a"]
+    before = _outcome(server, "slow", "cancelled")
+    original: queue.Queue = queue.Queue()
+    running = grpcclient.InferenceServerClient(server.grpc)
+    stopper = grpcclient.InferenceServerClient(server.grpc)
+    answers: queue.Queue = queue.Queue()
+    try:
+        running.start_stream(callback=lambda result, error: original.put((result, error)))
+        _stream_request(
+            running, "slow", engine_arrays(PROMPT, 1000, streaming=np.array([[True]])), "to-stop-1"
+        )
+        for _ in range(3):
+            result, error = original.get(timeout=POLL_TIMEOUT_S)
+            assert error is None
+        # Without enable_empty_final_response a bare "final" flag never reaches the client: the
+        # backend answers the stop request with a real (empty) response, and so must we.
+        stopper.start_stream(callback=lambda result, error: answers.put((result, error)))
+        _stream_request(stopper, "slow", engine_arrays([1], 1, stop=np.array([[True]])), "to-stop-1")
+        result, error = answers.get(timeout=POLL_TIMEOUT_S)
+        assert error is None and not result.get_response().outputs, str(error)
+        assert result.get_response().parameters["triton_final_response"].bool_param
+        tokens = 3
+        while True:
+            result, error = original.get(timeout=POLL_TIMEOUT_S)
+            assert error is None, error  # not "request cancelled"
+            tokens += result.as_numpy("output_ids").size
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                break
+        assert tokens < 1000
+    finally:
+        for client in (running, stopper):
+            client.stop_stream()
+            client.close()
+    wait_for(lambda: _outcome(server, "slow", "cancelled") >= before + 1, "the stop to be counted")
+
+
+def test_stop_without_a_request_id_is_an_error(servers):
+    with pytest.raises(GenerateError, match="Trying to stop a request but request ID is not provided"):
+        grpc_stream(servers["a"], "slow", engine_arrays([1], 1, stop=np.array([[True]])))
+
+
+def test_models_the_real_backend_would_not_load_do_not_load(tmp_path, servers):
+    repo = tmp_path / "repo"
+    add_engine_model(repo, "fine", servers["tokenizer"])
+    add_engine_model(repo, "noguide", servers["tokenizer"], drop=("guided_decoding_backend",))
+    add_engine_model(repo, "yesbool", servers["tokenizer"], enable_kv_cache_reuse="yes")
+    (add_engine_model(repo, "unrendered", servers["tokenizer"]) / "1" / "backend_contract.json").unlink()
+    with running_server(
+        repo, tmp_path / "server.log", "--exit-on-error=false", "--strict-readiness=false"
+    ) as server:
+        index = httpx.post(
+            f"http://{server.http}/v2/repository/index", json={}, timeout=POLL_TIMEOUT_S
+        ).json()
+    models = {entry["name"]: entry for entry in index}
+    assert models["fine"]["state"] == "READY"
+    expected = {
+        "noguide": "unexpected error when creating modelInstanceState: Cannot find parameter with name: guided_decoding_backend",
+        "yesbool": "parameter enable_kv_cache_reuse='yes': Cannot convert yes to a boolean.",
+        "unrendered": "not rendered by tritonstack",
+    }
+    for name, message in expected.items():
+        assert models[name]["state"] == "UNAVAILABLE" and message in models[name]["reason"], models[name]
+
+
 # ------------------------------------------------------------------------------------------ disaggregated
 
 
@@ -318,8 +424,8 @@ def test_a_repeated_prefix_reuses_kv_blocks(servers):
     before = metric_value(
         server.metrics_text(), "nv_trt_llm_kv_cache_block_metrics", model="eng", kv_cache_block_type="reused"
     )
-    first = generate(server, "eng", generate_body(prompt, 4))
-    second = generate(server, "eng", generate_body(prompt, 4))
+    first = generate(server, "eng", generate_body(prompt, 4, return_perf_metrics=[True]))
+    second = generate(server, "eng", generate_body(prompt, 4, return_perf_metrics=[True]))
     assert first["kv_cache_reused_blocks"] == 0
     assert second["kv_cache_reused_blocks"] == 4
     assert second["kv_cache_alloc_total_blocks"] == second["kv_cache_alloc_new_blocks"] + 4

@@ -19,10 +19,12 @@ import threading
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from reference_backend import CONTRACT_FILE, BackendContract, check_parameters, read_backend_contract
 from reference_contract import (
     INPUT_NAMES,
     EngineConfig,
     ParsedRequest,
+    check_requested_outputs,
     context_phase_blob,
     parse_request,
     read_engine_config,
@@ -39,6 +41,10 @@ TOKEN_LENGTH_BUCKETS = ("10", "50", "100", "500", "1000", "+Inf")
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model_config = json.loads(args["model_config"])
+        # What the real backend refuses, this engine refuses: see reference_backend.py.
+        contract_path = os.path.join(args["model_repository"], args["model_version"], CONTRACT_FILE)
+        self.contract: BackendContract = read_backend_contract(contract_path)
+        check_parameters(self.contract, model_config)
         self.config: EngineConfig = read_engine_config(model_config, model_dir=args["model_repository"])
         vocab = read_vocabulary(self.config.tokenizer_dir)
         self.lm = ReferenceLM(vocab, self.config.seed)
@@ -72,7 +78,7 @@ class TritonPythonModel:
             f"{args['model_name']}: {ENGINE_NAME} (CPU stand-in for TensorRT-LLM, not a real LLM): "
             f"vocab {vocab.vocab_size}, weights seed {self.config.seed}, {self.config.kv_blocks} KV blocks x "
             f"{self.config.tokens_per_block} tokens, reuse {self.config.enable_kv_cache_reuse}, "
-            f"decoupled {self.config.decoupled}"
+            f"decoupled {self.config.decoupled}, backend contract {self.contract.era}"
         )
 
     def execute(self, requests: list) -> list | None:
@@ -81,12 +87,11 @@ class TritonPythonModel:
             sink = None
             sender = request.get_response_sender() if self.config.decoupled else None
             if _asks_to_stop(request):
-                # Like the TRT-LLM backend: stop=true with the id of a running request ends it.
-                self.batcher.stop_request(request.request_id())
+                answer = self._answer_stop(request.request_id())
                 if sender is not None:
-                    sender.send(flags=FINAL)
+                    sender.send(answer, flags=FINAL)
                 else:
-                    waiting.append((None, pb_utils.InferenceResponse(output_tensors=[])))
+                    waiting.append((None, answer))
                 continue
             try:
                 parsed = self._parse(request)
@@ -95,6 +100,7 @@ class TritonPythonModel:
                         "Streaming is only supported if model is deployed using decoupled mode."
                     )
                 requested = frozenset(request.requested_output_names())
+                check_requested_outputs(requested)
                 if self.config.decoupled:
                     sink = StreamingSink(sender, parsed, requested, self)
                 else:
@@ -138,6 +144,21 @@ class TritonPythonModel:
             parameters = {}
         return parse_request(inputs, parameters, self.config, self.lm, request_id=request.request_id())
 
+    def _answer_stop(self, request_id: str):
+        """stop=true: the backend's handleStopRequest. It cancels the executor request(s) with this
+        Triton request id and answers the stop request itself with an empty response (an error only
+        when no id was given); the stopped request then ends normally.
+        https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L860-L905
+        (1.x: ModelInstanceState::handleStopRequest / sendEnqueueResponse in NVIDIA/TensorRT-LLM
+        triton_backend/inflight_batcher_llm/src/model_instance_state.cc)
+        """
+        if not request_id:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError("Trying to stop a request but request ID is not provided")
+            )
+        self.batcher.stop_request(request_id)
+        return pb_utils.InferenceResponse(output_tensors=[])
+
     def _publish(self, stats: BatcherStats) -> None:
         self.metrics.publish(stats, self.batcher.drain_outcomes())
 
@@ -145,10 +166,16 @@ class TritonPythonModel:
         self, sequence: Sequence, parsed: ParsedRequest, tokens: list[int], requested: frozenset[str]
     ):
         blob = None
-        if parsed.engine_request.request_type == "context_only":
+        if parsed.engine_request.request_type == "context_only" and sequence.state.generated:
             blob = context_phase_blob(sequence, self.lm, self.config.tokens_per_block)
         arrays = response_arrays(
-            sequence, parsed, tokens, requested, blob, batched=self.config.max_batch_size > 0
+            sequence,
+            parsed,
+            tokens,
+            requested,
+            blob,
+            batched=self.config.max_batch_size > 0,
+            order=self.contract.response_order,
         )
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in arrays.items()])
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from reference_backend import BOOL_FALSE, BOOL_TRUE
 from reference_blob import ContextPhaseState, decode_context_phase, encode_context_phase
 from reference_lm import ReferenceEngineError, ReferenceLM, SamplingParams, VocabularyFacts, prompt_digest
 from reference_scheduler import REQUEST_TYPES, EngineRequest, Sequence
@@ -22,6 +23,7 @@ __all__ = [
     "EngineConfig",
     "INPUT_NAMES",
     "ParsedRequest",
+    "check_requested_outputs",
     "context_phase_blob",
     "parse_request",
     "read_engine_config",
@@ -48,11 +50,10 @@ INPUT_NAMES = (
     "exclude_input_in_output",
     "return_num_input_tokens",
     "return_num_output_tokens",
+    "return_log_probs",
+    "return_perf_metrics",
     "context_phase_params",
 )
-
-_TRUE = {"true", "1"}
-_FALSE = {"false", "0"}
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,14 @@ def read_engine_config(model_config: Mapping, model_dir: str) -> EngineConfig:
         value = text(key)
         if value is None:
             return default
-        if value.lower() in _TRUE:
+        # The spellings of the backend's GetParameter<bool> (see reference_backend.BOOL_TRUE).
+        if value in BOOL_TRUE:
             return True
-        if value.lower() in _FALSE:
+        if value in BOOL_FALSE:
             return False
-        raise ReferenceEngineError(f"{name}: parameter {key}={value!r} is not a boolean (true/false/1/0)")
+        raise ReferenceEngineError(
+            f"{name}: parameter {key}={value!r} is not a boolean ({'/'.join(BOOL_TRUE + BOOL_FALSE)})"
+        )
 
     def number(key: str, kind: type, default: float | int | None, minimum: float = 0) -> float | int | None:
         value = text(key)
@@ -161,6 +165,8 @@ class ParsedRequest:
     exclude_input_in_output: bool
     return_num_input_tokens: bool
     return_num_output_tokens: bool
+    return_log_probs: bool = False
+    return_perf_metrics: bool = False
 
 
 def parse_request(
@@ -265,6 +271,8 @@ def parse_request(
         exclude_input_in_output=scalar(("exclude_input_in_output",), config.exclude_input_in_output, bool),
         return_num_input_tokens=scalar(("return_num_input_tokens",), False, bool),
         return_num_output_tokens=scalar(("return_num_output_tokens",), False, bool),
+        return_log_probs=scalar(("return_log_probs",), False, bool),
+        return_perf_metrics=scalar(("return_perf_metrics",), False, bool),
     )
 
 
@@ -320,6 +328,45 @@ def context_phase_blob(sequence: Sequence, lm: ReferenceLM, tokens_per_block: in
     )
 
 
+# Outputs the backend fails a response without: fillTritonResponse throws "<name> tensor must be
+# present in list of output tensors", reported as "Error encountered while populating response: …".
+# https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L1079-L1103
+# https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L1317-L1322
+# (ModelInstanceState::fillTritonResponse in NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/ for 1.x)
+ALWAYS_REQUIRED_OUTPUTS = ("output_ids", "sequence_length")
+
+# Sent only when the request sets return_perf_metrics, whatever it asked for (model_instance_state.cc
+# #L1255-L1306 of the tag above; 1.x: the same block in fillTritonResponse).
+PERF_METRIC_OUTPUTS = (
+    "kv_cache_alloc_new_blocks",
+    "kv_cache_reused_blocks",
+    "kv_cache_alloc_total_blocks",
+    "arrival_time_ns",
+    "first_scheduled_time_ns",
+    "first_token_time_ns",
+    "last_token_time_ns",
+    "acceptance_rate",
+    "total_accepted_draft_tokens",
+    "total_draft_tokens",
+)
+
+# Present only when return_log_probs set the executor's OutputConfig (utils.cc getOutputConfigFromTensors,
+# https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/utils.cc#L612-L628):
+# without it the executor's result carries no log probs and fillTritonResponse adds neither tensor.
+LOG_PROB_OUTPUTS = ("output_log_probs", "cum_log_probs")
+
+
+def check_requested_outputs(requested: frozenset[str]) -> None:
+    """Refuse a request that does not ask for output_ids and sequence_length, as the backend does."""
+    if not requested:
+        return  # nothing named: Triton asks for every declared output
+    for name in ALWAYS_REQUIRED_OUTPUTS:
+        if name not in requested:
+            raise ReferenceEngineError(
+                f"Error encountered while populating response: {name} tensor must be present in list of output tensors"
+            )
+
+
 def response_arrays(
     sequence: Sequence,
     parsed: ParsedRequest,
@@ -327,8 +374,17 @@ def response_arrays(
     requested: frozenset[str],
     blob: bytes | None,
     batched: bool,
+    order: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
-    """Output tensors of one response; only those the request asked for, like the real backend.
+    """Output tensors of one response, with the real backend's presence rules, in ``order``.
+
+    ``order`` is the backend's (backend_contract.json's response_order); an output it does not list
+    comes after the listed ones. Presence follows ModelInstanceState::fillTritonResponse: output_ids
+    and sequence_length always; batch_index only for a request batch > 1 and sequence_index only for
+    num_return_sequences > 1 (the reference engine takes neither, so never); log probs only with
+    return_log_probs; context_phase_params for context_only requests; num_input_tokens /
+    num_output_tokens only when their return_* flag is set; perf metrics only with return_perf_metrics.
+    Of those, only what the request asked for (an empty ``requested``: everything).
 
     Streaming responses carry only the new token(s); a single final response carries the whole
     sequence (with the prompt in front unless exclude_input_in_output).
@@ -351,32 +407,36 @@ def response_arrays(
     producers = {
         "output_ids": lambda: np.array([ids], dtype=np.int32),
         "sequence_length": lambda: i32(len(ids)),
-        "cum_log_probs": lambda: np.zeros(1, dtype=np.float32),
-        "output_log_probs": lambda: np.zeros((1, len(ids)), dtype=np.float32),
-        "batch_index": lambda: i32(0),
-        "sequence_index": lambda: i32(0),
-        "kv_cache_alloc_new_blocks": lambda: i32(new),
-        "kv_cache_reused_blocks": lambda: i32(reused),
-        "kv_cache_alloc_total_blocks": lambda: i32(new + reused),
-        "arrival_time_ns": lambda: i64(sequence.arrival_ns),
-        "first_scheduled_time_ns": lambda: i64(sequence.first_scheduled_ns),
-        "first_token_time_ns": lambda: i64(sequence.first_token_ns),
-        "last_token_time_ns": lambda: i64(sequence.last_token_ns),
-        "acceptance_rate": lambda: np.zeros(1, dtype=np.float32),
-        "total_accepted_draft_tokens": lambda: i32(0),
-        "total_draft_tokens": lambda: i32(0),
     }
+    if parsed.return_log_probs:
+        producers["output_log_probs"] = lambda: np.zeros((1, len(ids)), dtype=np.float32)
+        producers["cum_log_probs"] = lambda: np.zeros(1, dtype=np.float32)
     if blob is not None:
         producers["context_phase_params"] = lambda: np.frombuffer(blob, dtype=np.uint8).copy()
     if parsed.return_num_input_tokens:
         producers["num_input_tokens"] = lambda: i32(len(state.prompt))
     if parsed.return_num_output_tokens:
         producers["num_output_tokens"] = lambda: i32(len(state.generated))  # cumulative, also when streaming
-    wanted = requested or frozenset(producers)
+    if parsed.return_perf_metrics:
+        producers.update(
+            {
+                "kv_cache_alloc_new_blocks": lambda: i32(new),
+                "kv_cache_reused_blocks": lambda: i32(reused),
+                "kv_cache_alloc_total_blocks": lambda: i32(new + reused),
+                "arrival_time_ns": lambda: i64(sequence.arrival_ns),
+                "first_scheduled_time_ns": lambda: i64(sequence.first_scheduled_ns),
+                "first_token_time_ns": lambda: i64(sequence.first_token_ns),
+                "last_token_time_ns": lambda: i64(sequence.last_token_ns),
+                "acceptance_rate": lambda: np.zeros(1, dtype=np.float32),
+                "total_accepted_draft_tokens": lambda: i32(0),
+                "total_draft_tokens": lambda: i32(0),
+            }
+        )
+    rank = {name: index for index, name in enumerate(order)}
+    names = [n for n in producers if not requested or n in requested]
+    names.sort(key=lambda n: rank.get(n, len(rank)))  # stable: unlisted ones keep their place after
     arrays = {}
-    for name in sorted(wanted):
-        producer = producers.get(name)
-        if producer is not None:
-            value = producer()
-            arrays[name] = value[np.newaxis, ...] if batched else value
+    for name in names:
+        value = producers[name]()
+        arrays[name] = value[np.newaxis, ...] if batched else value
     return arrays

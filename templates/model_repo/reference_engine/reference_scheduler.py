@@ -185,7 +185,8 @@ class InflightBatcher:
         return sequence
 
     def stop_request(self, request_id: str) -> None:
-        """Stop the sequence(s) with this request id, as if their client had cancelled."""
+        """Stop the sequence(s) with this request id: they end at the next step with a normal final
+        response (counted as cancelled); an unknown id is no error (the request may have finished)."""
         with self._stop_lock:
             self._stop_ids.add(request_id)
         self.wake()
@@ -297,7 +298,25 @@ class InflightBatcher:
                     if queue_name == "waiting":
                         self._waiting.remove(sequence)
                     self._finish(sequence, "cancelled")
-                    sequence.sink.cancelled(sequence)
+                    if stopped:
+                        self._end_stopped(sequence)
+                    else:
+                        sequence.sink.cancelled(sequence)
+
+    def _end_stopped(self, sequence: Sequence) -> None:
+        """A sequence stopped by a ``stop`` request ends normally: one final response, no error.
+
+        The backend cancels it in the executor (handleStopRequest -> Executor::cancelRequest), which
+        terminates it with finish reason CANCELLED and sends its final result like any other:
+        https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L871-L905
+        https://github.com/NVIDIA/TensorRT-LLM/blob/main/cpp/tensorrt_llm/executor/executorImpl.cpp
+        (Executor::Impl::terminateCancelledRequests). Streaming: the final response holds no new token.
+        """
+        try:
+            sequence.sink.deliver(sequence, [], final=True)
+        except Exception as exc:  # noqa: BLE001  one broken response fails its request, not the engine
+            self._log_error(f"reference engine could not build a response: {exc!r}")
+            sequence.sink.failed(f"internal error in the {ENGINE_NAME}: {exc}")
 
     def _simulate_compute(self, started: float, prefill_tokens: int, decoding: bool) -> None:
         target = 0.0
