@@ -120,6 +120,30 @@ def test_a_required_typed_parameter_must_parse_even_when_unset():
         check_parameters(CONTRACT, _model_config(gpt_model_type="static"))
 
 
+def test_an_unset_spelling_is_refused_where_the_backend_would_use_it_as_given():
+    contract = parse_backend_contract(
+        {"era": "1.x", "parameters": {"lora_prefetch_dir": {"format": "path", "unset_allowed": False}}}
+    )
+    check_parameters(contract, _model_config())  # absent: fine
+    check_parameters(contract, _model_config(lora_prefetch_dir="/loras"))
+    with pytest.raises(
+        ReferenceEngineError, match="lora_prefetch_dir='\\$\\{lora_prefetch_dir\\}': .*omit the key"
+    ):
+        check_parameters(contract, _model_config(lora_prefetch_dir="${lora_prefetch_dir}"))
+
+
+def test_the_rendered_catalog_contract_is_read_as_written():
+    from generator.contract import reference_engine_contract  # noqa: PLC0415
+
+    for era in ("0.19", "1.x"):
+        contract = parse_backend_contract(json.loads(reference_engine_contract(era)))
+        assert contract.era == era and contract.response_order[:2] == ("output_ids", "sequence_length")
+        assert {"tokenizer_dir", "xgrammar_tokenizer_info_path", "guided_decoding_backend"} <= {
+            name for name, _ in contract.required
+        }
+        check_parameters(contract, _model_config())  # what the engine tests' configs carry
+
+
 @pytest.mark.parametrize(
     "spelling", ["True", "true", "TRUE", "1", "False", "false", "FALSE", "0", "${x}", ""]
 )

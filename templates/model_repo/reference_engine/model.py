@@ -5,6 +5,11 @@ This is NOT TensorRT-LLM. It implements the TensorRT-LLM backend's ``tensorrt_ll
 families) on top of a small deterministic language model, so a whole tritonstack stack can run and
 be tested on a machine without a GPU. See reference_lm.py for what the model guarantees.
 
+It is as strict as the real backend where that shows: it loads only beside the ``backend_contract.json``
+tritonstack's renderer writes, refuses the parameters the backend refuses (reference_backend.py), sends
+outputs in the backend's order and only when the backend would (reference_contract.py), and answers
+``stop=true`` as the backend does.
+
 This file is the Triton glue only: tensors in, responses out, metrics. The engine itself
 (reference_scheduler.py, reference_kv.py, reference_lm.py, reference_blob.py, reference_contract.py)
 has no Triton import and is unit-tested on its own. Imports are limited to numpy, the standard

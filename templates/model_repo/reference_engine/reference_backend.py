@@ -178,6 +178,13 @@ def check_parameters(contract: BackendContract, model_config: Mapping) -> None:
         value = values[name]
         if is_unset(value) and _unset_allowed(rule, required=name in required):
             continue
+        if is_unset(value) and rule.format in ("string", "path"):
+            # unset_allowed: false on a text key: the backend has no unset check for it and would use
+            # "" or the literal ${…} as the value (a directory, a worker path).
+            raise ReferenceEngineError(
+                f"parameter {name}={value!r}: the TensorRT-LLM backend does not read this as unset and would "
+                "use it as given; omit the key to leave it unset"
+            )
         problem = _parse_problem(rule, value)
         if problem is None:
             continue
