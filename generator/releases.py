@@ -19,6 +19,23 @@ class TritonRelease:
     engine_backend: bool
 
     @property
+    def engine_kv_between_servers(self) -> bool:
+        """Can two engine-backend tritonservers (a prefill and a decode pool) move KV between them?
+
+        0.19 picks the cache transceiver from the environment (``TRTLLM_USE_UCX_KVCACHE=1``); the 1.x
+        backend hard-codes ``CacheTransceiverConfig(BackendType::MPI)``, which only reaches ranks of
+        one MPI world (NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/model_instance_state.cc,
+        https://github.com/NVIDIA/TensorRT-LLM/blob/main/triton_backend/inflight_batcher_llm/src/model_instance_state.cc).
+        """
+        return self.tensor_names == "0.19"
+
+    @property
+    def llmapi_cache_transceiver(self) -> bool:
+        """``cache_transceiver_config.backend`` exists in the LLM API from TensorRT-LLM 0.20 (Triton 25.06);
+        0.19's CacheTransceiverConfig has only ``max_num_tokens`` (tensorrt_llm/llmapi/llm_args.py)."""
+        return self.tensor_names != "0.19"
+
+    @property
     def container_image(self) -> str:
         return f"nvcr.io/nvidia/tritonserver:{self.release}-trtllm-python-py3"
 

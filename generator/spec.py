@@ -18,6 +18,7 @@ from generator.exporter.settings import ExporterSettings
 from generator.plan.facts import ModelFacts
 from generator.releases import RELEASES, TritonRelease
 from generator.render.deploy_settings import DeploySettings
+from generator.render.llmapi import uses_llm_api
 from generator.router.settings import RouterSettings
 from generator.spec_base import Closed, ModelName, PathText, PoolName, PositiveInt
 from generator.yaml_source import Located, SourceMap, format_path, load_yaml, parse_yaml
@@ -29,6 +30,7 @@ __all__ = [
     "Pool",
     "ReferenceEngine",
     "KvCache",
+    "CacheTransceiver",
     "Instances",
     "Target",
     "RouterSettings",
@@ -90,6 +92,20 @@ class KvCache(Closed):
     host_memory_bytes: int = Field(default=0, ge=0)
 
 
+class CacheTransceiver(Closed):
+    """How an LLM-API model in a prefill/decode pair moves KV from the prefill to the decode pool.
+
+    Rendered as ``cache_transceiver_config`` in ``model.yaml`` (TensorRT-LLM
+    tensorrt_llm/llmapi/llm_args.py ``CacheTransceiverConfig``). Only the LLM-API / PyTorch path has
+    a transceiver that crosses servers; the engine backend of Triton 25.06-26.07 is MPI-only.
+    """
+
+    backend: Literal["UCX", "NIXL"] = Field(default="UCX", description="KV transfer library between the pools")
+    max_tokens_in_buffer: PositiveInt | None = Field(
+        default=None, description="Transfer buffer size in tokens; unset renders max_input_len (at least one prompt)"
+    )
+
+
 class Instances(Closed):
     preprocessing: PositiveInt = 1
     postprocessing: PositiveInt = 1
@@ -130,6 +146,10 @@ class Model(Closed):
     max_output_len: PositiveInt = 1024
     max_num_tokens: PositiveInt | None = None
     kv_cache: KvCache = KvCache()
+    cache_transceiver: CacheTransceiver = Field(
+        default=CacheTransceiver(),
+        description="LLM-API models in prefill/decode pools: the KV transfer between the pools",
+    )
     streaming: bool = Field(default=True, description="Token streaming; renders decoupled models")
     chat: bool = Field(default=True, description="Accept chat requests; the tokenizer needs a chat template")
     add_special_tokens: bool = True
@@ -268,6 +288,7 @@ def _cross_checks(stack: Stack) -> list[Problem]:
                 served[name].append(pool.name)
             seen.add(name)
         problems += _partner_problems(stack, i, pool, pool_names)
+        problems += _kv_transfer_problems(stack, i, pool, model_names)
         for name, gpus in (pool.gpu_ids or {}).items():
             if name not in pool.models:
                 problems.append((("pools", i, "gpu_ids", name), f"model {name!r} is not in this pool's models"))
@@ -345,6 +366,61 @@ def _partner_problems(stack: Stack, index: int, pool: Pool, pool_names: set[str]
             )
         ]
     return []
+
+
+def _kv_transfer_problems(stack: Stack, index: int, pool: Pool, model_names: set[str]) -> list[Problem]:
+    """Disaggregation the serving node could not run: the KV cache must be able to travel between
+    the context and generation phases.
+
+    * Engine backend, Triton 25.06-26.07 (TensorRT-LLM 0.20-1.2): the backend builds its executor with
+      ``CacheTransceiverConfig(BackendType::MPI)``; the MPI transceiver reaches ranks of its own MPI
+      world only, so a prefill and a decode tritonserver cannot move KV
+      (https://github.com/NVIDIA/TensorRT-LLM/blob/main/triton_backend/inflight_batcher_llm/src/model_instance_state.cc).
+      The reference engine is exempt: it carries its state in context_phase_params, as the LLM-API
+      path's UCX/NIXL transceivers let separate servers do, and it is labelled as a CPU stand-in.
+    * LLM-API path, Triton 25.05 (TensorRT-LLM 0.19): CacheTransceiverConfig has no ``backend`` yet.
+    """
+    here = ("pools", index)
+    release = stack.target.release
+    problems: list[Problem] = []
+    for j, name in enumerate(pool.models):
+        if name not in model_names:
+            continue
+        model = stack.model(name)
+        llm_api = uses_llm_api(stack, model)
+        if pool.in_server_disaggregation and llm_api:
+            problems.append(
+                (
+                    (*here, "in_server_disaggregation"),
+                    f"{name} is served through the LLM-API model, which has no in-server context/generation "
+                    "split; serve it from a prefill pool and a decode pool (UCX/NIXL cache transceiver) instead",
+                )
+            )
+        if pool.role == "aggregated":
+            continue
+        if model.engine_dir is not None and not llm_api and not release.engine_kv_between_servers:
+            problems.append(
+                (
+                    (*here, "models", j),
+                    f"{name} is a TensorRT-LLM engine, and the engine backend of Triton {stack.target.triton} "
+                    f"(TensorRT-LLM {release.trtllm}) hard-codes the MPI cache transceiver: context and "
+                    "generation must be ranks of one MPI world, so a prefill and a decode tritonserver cannot "
+                    "move KV between them. Serve it from an aggregated pool with in_server_disaggregation: "
+                    "true (both phases in one server), or set llm_api: true with checkpoint_dir on the model "
+                    "(LLM-API path, UCX or NIXL cache transceiver) for separately scalable prefill and decode pools",
+                )
+            )
+        if llm_api and not release.llmapi_cache_transceiver:
+            problems.append(
+                (
+                    (*here, "models", j),
+                    f"{name} uses the LLM-API model, whose cache transceiver on Triton {stack.target.triton} "
+                    f"(TensorRT-LLM {release.trtllm}) has no backend setting to reach another server; use "
+                    "Triton 25.06 or newer, or serve the engine (engine_dir) on this release "
+                    "(TRTLLM_USE_UCX_KVCACHE=1 is rendered for it)",
+                )
+            )
+    return problems
 
 
 def load_spec(path: Path) -> Stack:

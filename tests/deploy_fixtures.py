@@ -52,7 +52,10 @@ name: disagg
 target: {triton: "25.12", gpu: gb200, gpus_per_node: 4}
 models:
   - name: llama-70b
-    engine_dir: /artifacts/engines/llama-70b/nvfp4-tp2
+    # Separately scalable prefill/decode pools: the LLM-API path (the 25.12 engine backend moves KV
+    # only inside one MPI world, see spec._kv_transfer_problems).
+    llm_api: true
+    checkpoint_dir: /artifacts/hf/llama-70b
     tokenizer_dir: /artifacts/hf/llama-70b
     tensor_parallel: 2
   - name: tiny-chat

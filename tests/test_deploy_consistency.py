@@ -175,12 +175,10 @@ def test_pool_command_loads_every_model_of_the_pool_with_restricted_apis() -> No
     objects = _objects(deploy_files(stack))
     decode = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "decode")
     command = decode["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:2] == ["mpirun", "--allow-run-as-root"]  # TP2 runs one tritonserver per rank
+    # The LLM-API model starts its TP2 ranks itself (tensorrt_llm.LLM): one tritonserver, one model.
+    assert command[0] == "tritonserver"
     loads = [a.removeprefix("--load-model=") for a in command if a.startswith("--load-model=")]
-    assert loads == [
-        "llama-70b_preprocessing", "llama-70b_generation", "llama-70b_postprocessing", "llama-70b_decode", "llama-70b_bls",
-        "llama-70b_generation",
-    ]  # fmt: skip
+    assert loads == ["llama-70b_llmapi"]
     restricted = [a for a in command if a.startswith("--http-restricted-api=")]
     assert restricted == [
         "--http-restricted-api=model-repository,model-config,shared-memory,logging,trace,statistics:triton-admin-key=$(TRITON_ADMIN_KEY)"

@@ -79,8 +79,9 @@ def test_the_split_is_real(servers: Launcher) -> None:
 
 
 def test_gpu_manifests_run_orchestrator_mode_on_both_copies_gpus(tmp_path) -> None:
-    """On GPUs the pool's server runs in TensorRT-LLM orchestrator mode (one tritonserver, the
-    backend spawns a worker per engine copy) and asks for both copies' GPUs."""
+    """On GPUs the pool runs upstream's orchestrator-mode launch with spawning disabled: one
+    tritonserver per MPI rank under mpirun (orchestrator + 2 context + 2 generation ranks), and asks
+    for both copies' GPUs."""
     from generator import yamlio
     from generator.pipeline import build
 
@@ -96,6 +97,7 @@ def test_gpu_manifests_run_orchestrator_mode_on_both_copies_gpus(tmp_path) -> No
     pod = next(d for d in yamlio.safe_load_all(files["deploy/k8s/base/pool-one.yaml"]) if d["kind"] == "Deployment")
     container = pod["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "TRTLLM_ORCHESTRATOR", "value": "1"} in container["env"]
+    assert {"name": "TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES", "value": "0"} in container["env"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-    assert container["command"][0] == "tritonserver"
+    assert container["command"][0] == "mpirun" and container["command"].count("tritonserver") == 5
     assert "--load-model=big_context" in container["command"]

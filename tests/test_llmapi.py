@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 
 from generator.errors import RenderError
 from generator.render.llmapi import render_llmapi_models, uses_llm_api
-from generator.spec import Stack, parse_spec
+from generator.spec import Stack, Target, parse_spec
 
 GOLDEN = Path(__file__).parent / "golden" / "llmapi"
 
@@ -93,13 +93,19 @@ def test_loader_is_valid_python_and_names_the_container_model() -> None:
     assert "/app/all_models/llmapi/tensorrt_llm/1/model.py" in source
 
 
-def test_engine_targets_render_nothing_and_disaggregated_pools_are_refused() -> None:
+def test_engine_targets_render_nothing_and_disaggregated_pools_get_our_model() -> None:
     stack = parse_spec(SPEC)
     assert not uses_llm_api(stack, stack.models[0]) and render_llmapi_models(stack) == {}
-    disagg = parse_spec(
+    disagg_text = (
         SPEC.replace("- {name: chat, models: [llama-3.1-8b, tiny]}",
                      "- {name: pre, role: prefill, models: [llama-3.1-8b]}\n"
                      "- {name: dec, role: decode, models: [llama-3.1-8b]}\n- {name: chat, models: [tiny]}")
     )
-    with pytest.raises(RenderError, match="aggregated pools"):
-        render_llmapi_models(_llm_api(disagg))
+    # An engine pair is refused on 26.07 (spec._kv_transfer_problems); the LLM-API pair is ours to render.
+    disagg = parse_spec(disagg_text.replace("engine_dir: /models/engines/unused", "llm_api: true"))
+    files = render_llmapi_models(disagg)
+    assert "cache_transceiver_config" in files["model_repos/pre/llama-3.1-8b_llmapi/1/model.yaml"].decode()
+    assert b"disaggregated_params" in files["model_repos/dec/llama-3.1-8b_llmapi/1/model.py"]
+    hopper = disagg.model_copy(update={"target": Target(triton="25.05", gpu="h100")})
+    with pytest.raises(RenderError, match="cache transceiver backend"):
+        render_llmapi_models(hopper)

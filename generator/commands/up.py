@@ -12,7 +12,7 @@ from generator.commands.common import add_out_argument, add_reference_engine_arg
 from generator.errors import RuntimeSetupError
 from generator.pipeline import build
 from generator.render.options import RenderOptions
-from generator.runtime.launcher import Launcher, LaunchSettings, Managed, tail
+from generator.runtime.launcher import Launcher, LaunchSettings, Managed, launch_notes, tail
 from generator.runtime.local_stack import LocalStackSettings, start_local_stack
 from generator.runtime.tritonserver import find_tritonserver
 from generator.write import write_output
@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     built = build(args.spec, args.out, reference_engine=args.reference_engine)
-    for note in built.notes:
+    for note in [*built.notes, *launch_notes(built.stack)]:
         print(f"note: {note}")
     write_output(built.files, args.out, force=args.force)
     install = find_tritonserver()

@@ -169,8 +169,8 @@ def _triton_service(topo: Topology, pool: PoolTopology, gpus: list[int], artifac
             "start_period": f"{stack.deploy.startup_timeout_s}s",
         },
     }
-    if pool.orchestrator:
-        service["environment"] = {"TRTLLM_ORCHESTRATOR": "1"}
+    if pool.environment:
+        service["environment"] = dict(pool.environment)
     if gpus:
         service["deploy"] = {
             "resources": {

@@ -14,6 +14,7 @@ import posixpath
 from dataclasses import dataclass
 
 from generator.render.deploy_topology import CONFIG_MOUNT, MODELS_MOUNT
+from generator.render.llmapi import uses_llm_api
 from generator.render.options import RenderOptions
 from generator.spec import Stack
 
@@ -23,7 +24,7 @@ __all__ = ["ArtifactPath", "artifact_paths", "kubernetes_path_problems"]
 @dataclass(frozen=True)
 class ArtifactPath:
     model: str
-    field: str  # "engine_dir" or "tokenizer_dir"
+    field: str  # "engine_dir", "checkpoint_dir" (LLM-API models) or "tokenizer_dir"
     spec_value: str
     container_path: str  # where Triton's models look (relative paths: from /models/<model>)
     router_path: str  # where the router looks (relative paths: from routes.yaml in /etc/tritonstack)
@@ -33,7 +34,10 @@ class ArtifactPath:
 def artifact_paths(stack: Stack, options: RenderOptions) -> list[ArtifactPath]:
     found: dict[tuple[str, str], ArtifactPath] = {}
     for model in stack.models:
-        for field, value in (("engine_dir", model.engine_dir), ("tokenizer_dir", model.tokenizer_dir)):
+        # The LLM-API model loads the checkpoint itself (model.yaml's model:), so it must be mounted too.
+        checkpoint = model.checkpoint_dir if uses_llm_api(stack, model) else None
+        fields = (("engine_dir", model.engine_dir), ("checkpoint_dir", checkpoint), ("tokenizer_dir", model.tokenizer_dir))
+        for field, value in fields:
             if value is None:
                 continue
             if os.path.isabs(value):

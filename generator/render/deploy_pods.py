@@ -167,8 +167,7 @@ def _triton_container(
         ],
         "ports": _triton_ports(stack),
     }
-    if pool.orchestrator:
-        container["env"].append({"name": "TRTLLM_ORCHESTRATOR", "value": "1"})
+    container["env"] += [{"name": name, "value": value} for name, value in pool.environment]
     if with_probes:
         container["startupProbe"] = _http_probe(
             "/v2/health/ready", "http", math.ceil(stack.deploy.startup_timeout_s / PROBE_PERIOD_S)
@@ -217,7 +216,8 @@ def lws_pods(topo: Topology, pool: PoolTopology, lws_name: str) -> tuple[PodPart
         [
             "set -eu",
             "{",
-            f'  echo "$$(hostname).{lws_name} slots={pool.gpus_per_pod}"',
+            # The orchestrator rank (in-server disaggregation) needs a slot of its own on the leader.
+            f'  echo "$$(hostname).{lws_name} slots={pool.gpus_per_pod + int(pool.orchestrator)}"',
             "  for i in $$(seq 1 $$((LWS_GROUP_SIZE - 1))); do",
             f'    echo "$$(hostname)-$$i.{lws_name} slots={pool.gpus_per_pod}"',
             "  done",

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from generator.naming import model_triton_models, triton_names
+from generator.render.disaggregation import orchestrator_world_size, pool_environment
 from generator.render.llmapi import uses_llm_api
 from generator.spec import Model, Pool, Stack
 
@@ -79,9 +80,13 @@ class PoolTopology:
     ranks: int  # MPI world size of one replica (1: a plain tritonserver)
     nodes: int  # pods per replica; > 1 renders a LeaderWorkerSet
     gpus_per_pod: int
-    # In-server disaggregation: TensorRT-LLM orchestrator mode (TRTLLM_ORCHESTRATOR=1), one
-    # tritonserver whose backend spawns an executor worker per engine copy.
+    # In-server disaggregation on engines: TensorRT-LLM orchestrator mode with spawning disabled, one
+    # tritonserver per rank under mpirun (rank 0 the orchestrator); every other rank loads the
+    # context and generation copies (render/disaggregation.py).
     orchestrator: bool = False
+    orchestrator_models: tuple[str, ...] = ()
+    # Environment of every tritonserver process of a replica (render/disaggregation.py).
+    environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -177,9 +182,19 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
     implicit = max((copies * m.world_size for m in engine_models if pool.gpus_of(m) is None), default=0)
     node_gpu_ids = tuple(sorted(set(explicit) | set(range(implicit)))) if explicit else ()
     gpus = len(node_gpu_ids) if explicit else implicit
-    orchestrator = pool.in_server_disaggregation and bool(engine_models)
+    orchestrator = orchestrator_world_size(stack, pool) > 1
+    orchestrator_models: list[str] = []
+    if orchestrator:
+        for model in models:
+            names = triton_names(model.name, pool.role, in_server_disaggregation=True)
+            if names.context is not None and names.generation is not None and not uses_llm_api(stack, model):
+                orchestrator_models += [names.context, names.generation]
     # The LLM-API model spawns its own ranks (tensorrt_llm.LLM), so only engines need MPMD ranks.
-    ranks = 1 if orchestrator else max((m.world_size for m in engine_models if m.engine_dir is not None), default=1)
+    ranks = (
+        orchestrator_world_size(stack, pool)
+        if orchestrator
+        else max((m.world_size for m in engine_models if m.engine_dir is not None), default=1)
+    )
     per_node = stack.target.gpus_per_node
     nodes = max(1, math.ceil(gpus / per_node)) if gpus else 1
     return PoolTopology(
@@ -193,6 +208,8 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
         nodes=nodes,
         gpus_per_pod=math.ceil(gpus / nodes) if gpus else 0,
         orchestrator=orchestrator,
+        orchestrator_models=tuple(orchestrator_models),
+        environment=tuple(pool_environment(stack, pool).items()),
     )
 
 
@@ -217,16 +234,23 @@ def tritonserver_args(stack: Stack, pool: PoolTopology, admin_key_ref: str) -> l
     ]
     if pool.ranks > 1:
         args.append("--backend-config=python,shm-region-prefix-name=prefix0_")
+    # Not rendered for in-server disaggregation: launch_triton_server.py adds
+    # --pinned-memory-pool-byte-size=0 --enable-peer-access=false --cuda-memory-pool-byte-size=<gpu>:0
+    # only for --multi-model *with* spawning (add_multi_model_config checks
+    # `not args.disable_spawn_processes`), and orchestrator pools here run with spawning disabled.
     return args
 
 
 def participant_args(pool: PoolTopology, rank: int) -> list[str]:
     """Arguments of a non-serving MPI rank: it only hosts its share of the tensorrt_llm models and
-    opens no endpoints (the leader-mode layout of the backend's launch_triton_server.py)."""
+    opens no endpoints (the leader-mode layout of the backend's launch_triton_server.py). In
+    orchestrator mode every such rank loads every context and generation copy, as upstream's
+    launcher does; ``participant_ids`` decide which copy the rank actually runs."""
+    names = pool.orchestrator_models if pool.orchestrator else [n for n, world in pool.llm_models if world > rank]
     return [
         f"--model-repository={MODELS_MOUNT}",
         "--model-control-mode=explicit",
-        *[f"--load-model={name}" for name, world in pool.llm_models if world > rank],
+        *[f"--load-model={name}" for name in names],
         "--disable-auto-complete-config",
         "--allow-http=false",
         "--allow-grpc=false",
@@ -242,7 +266,9 @@ def server_command(stack: Stack, pool: PoolTopology, admin_key_ref: str, extra_m
     serve = ["tritonserver", *tritonserver_args(stack, pool, admin_key_ref)]
     if pool.ranks == 1:
         return serve
-    command = ["mpirun", "--allow-run-as-root", *extra_mpi, "-n", "1", *serve]
+    # -x: ranks started on other nodes (LeaderWorkerSet) get the pool's environment too.
+    exported = [arg for name, _ in pool.environment for arg in ("-x", name)]
+    command = ["mpirun", "--allow-run-as-root", *exported, *extra_mpi, "-n", "1", *serve]
     for rank in range(1, pool.ranks):
         command += [":", "-n", "1", "tritonserver", *participant_args(pool, rank)]
     return command

@@ -8,11 +8,13 @@ verbatim from ``templates/model_repo/<kind>/*.py`` (plus ``shared/*.py``) into e
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from generator.errors import RenderError
 from generator.naming import TritonNames, triton_names
 from generator.render import tensors as T
+from generator.render.disaggregation import in_server_layout
 from generator.render.jinja import TEMPLATES_ROOT, render_template
 from generator.render.llmapi import render_llmapi_models, uses_llm_api
 from generator.render.options import RenderOptions
@@ -126,15 +128,16 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
     if names.context is None or names.generation is None:
         add_engine(names.llm, streaming, [], pool.gpus_of(model))
     else:
-        # In-server disaggregation (TensorRT-LLM orchestrator mode): the context copy answers once,
-        # the generation copy streams; disjoint MPI participants (rank 0 is the orchestrator) and,
-        # for the generation copy, the next tensor_parallel × pipeline_parallel GPUs.
-        world = model.world_size
-        context_gpus = pool.gpus_of(model) or list(range(world))
-        generation_gpus = [gpu + world for gpu in context_gpus]
-        add_engine(names.context, False, [("participant_ids", _ids(range(1, world + 1)))], context_gpus)
+        # In-server disaggregation (TensorRT-LLM orchestrator mode, spawning disabled): the context
+        # copy answers once, the generation copy streams; each names its own MPI ranks (rank 0 is the
+        # orchestrator, ranks are numbered across the pool's models) and GPUs (render/disaggregation.py).
+        phases = in_server_layout(stack, pool)[model.name]
+        add_engine(names.context, False, [("participant_ids", _ids(phases.context_ids))], list(phases.context_gpus))
         add_engine(
-            names.generation, streaming, [("participant_ids", _ids(range(world + 1, 2 * world + 1)))], generation_gpus
+            names.generation,
+            streaming,
+            [("participant_ids", _ids(phases.generation_ids))],
+            list(phases.generation_gpus),
         )
         add_model(
             names.llm,
@@ -268,7 +271,7 @@ def _path_for_node(path: str, options: RenderOptions) -> str:
     return path if os.path.isabs(path) else options.spec_path(path)
 
 
-def _ids(values: range) -> str:
+def _ids(values: Iterable[int]) -> str:
     return ",".join(str(v) for v in values)
 
 

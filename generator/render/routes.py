@@ -51,8 +51,7 @@ def _serving(stack: Stack, model: Model) -> dict[str, Any]:
     if aggregated:
         pool = aggregated[0]  # a model in several aggregated pools is served by the first
         if uses_llm_api(stack, model):
-            # One python model takes text and sampling_param_* inputs and answers text_output; the
-            # render refuses LLM-API models in prefill/decode pools, so aggregated is the only case.
+            # One python model takes text and sampling_param_* inputs and answers text_output.
             return {
                 "kind": "aggregated",
                 "pool": pool.name,
@@ -68,6 +67,16 @@ def _serving(stack: Stack, model: Model) -> dict[str, Any]:
     prefill = next(p for p in pools if p.role == "prefill")
     decode = stack.partner_of(prefill)
     assert decode is not None  # the spec's cross-checks guarantee a partner
+    if uses_llm_api(stack, model):
+        # Both phases are tritonstack's LLM-API model (render/llmapi.py): request_type parameter,
+        # disaggregated_params from the prefill answer into the decode request.
+        name = llmapi_model_name(model.name)
+        return {
+            "kind": "disaggregated",
+            "prefill": {"pool": prefill.name, "triton_model": name},
+            "decode": {"pool": decode.name, "triton_model": name},
+            "protocol": "llmapi",
+        }
     return {
         "kind": "disaggregated",
         "prefill": {"pool": prefill.name, "triton_model": triton_names(model.name, "prefill").ensemble},

@@ -86,6 +86,11 @@ class Disaggregated(Closed):
     kind: Literal["disaggregated"] = "disaggregated"
     prefill: Phase
     decode: Phase
+    protocol: Literal["ensemble", "llmapi"] = Field(
+        default="ensemble",
+        description="Tensor contract of both phases: ensemble (our prefill ensemble and decode BLS, the hand-over "
+        "in context_phase_params) or llmapi (tritonstack's LLM-API model, the hand-over in disaggregated_params)",
+    )
 
 
 class ModelRoute(Closed):

@@ -11,6 +11,14 @@ re-done in the router because the two phases live on different pools.
   string), the answer comes straight from it and no decode work is started.
 * The decode phase is not retried once a streaming client has its first token. Any failure ends in
   an ApiError; closing the generator cancels whichever phase is running upstream.
+
+Two tensor contracts (``protocol``): ``ensemble`` (our prefill ensemble and decode BLS on the
+engine or reference engine; the hand-over is ``context_phase_params``) and ``llmapi``
+(tritonstack's LLM-API model in both pools; the hand-over is ``disaggregated_params``, the
+serialized ``DisaggregatedParams`` of the context phase, as trtllm-serve's disaggregated
+orchestrator passes ``disaggregated_params`` from the context answer into the generation request:
+https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/serve/openai_disagg_service.py).
+The LLM-API model sends its whole text so far in every response; the flow hands out pieces.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
@@ -40,6 +49,7 @@ class DisaggregatedFlow:
     decode_model: str
     prefill_timeout_s: float
     clock: Callable[[], float] = time.monotonic
+    protocol: Literal["ensemble", "llmapi"] = "ensemble"
 
     async def run(
         self,
@@ -50,11 +60,12 @@ class DisaggregatedFlow:
         finished: Callable[[Response], bool],
     ) -> AsyncIterator[Response]:
         started = self.clock()
+        llmapi = self.protocol == "llmapi"
         context_call = replace(
             call,
             model=self.prefill_model,
             request_id=f"{call.request_id}-ctx",
-            inputs={**call.inputs, "stream": False},
+            inputs={**call.inputs, "streaming" if llmapi else "stream": False},
             parameters={**call.parameters, "request_type": "context_only"},
         )
         context: Response | None = None
@@ -64,21 +75,30 @@ class DisaggregatedFlow:
                 aclosing(self.dispatcher.stream(self.prefill, context_call, hints)) as responses,
             ):
                 async for response in responses:
-                    context = response if context is None else _merge(context, response)
+                    if llmapi:  # cumulative text: the last answer holds all of it
+                        context = response if context is None else _merge(replace(context, text=""), response)
+                    else:
+                        context = response if context is None else _merge(context, response)
         except TimeoutError:
             raise ApiError(
                 504, f"prefill did not finish within {self.prefill_timeout_s}s", "server_error"
             ) from None
         self.metrics.phase.labels(model, "prefill").observe(self.clock() - started)
-        if context is None or context.context_phase_params is None:
-            raise ApiError(502, "the prefill pool returned no context_phase_params", "server_error")
-        if finished(context):
+        hand_over_name = "disaggregated_params" if llmapi else "context_phase_params"
+        hand_over = None if context is None else getattr(context, hand_over_name)
+        if context is None or hand_over is None:
+            raise ApiError(502, f"the prefill pool returned no {hand_over_name}", "server_error")
+        # The LLM-API context phase says itself when it ended the request (end of sequence, stop
+        # string); "length" is what a context-only answer reports when generation continues.
+        ended = llmapi and context.finish_reason not in (None, "length", "not_finished")
+        if ended or finished(context):
             self.metrics.early_finish.labels(model).inc()
             yield Response(
                 text=context.text,
                 output_ids=context.output_ids,
                 num_input_tokens=context.num_input_tokens,
                 num_output_tokens=context.num_output_tokens,
+                finish_reason=context.finish_reason if ended else None,
             )
             return
         first_text = ""
@@ -89,12 +109,14 @@ class DisaggregatedFlow:
             call,
             model=self.decode_model,
             request_id=f"{call.request_id}-gen",
-            inputs={**call.inputs, "context_phase_params": context.context_phase_params},
+            inputs={**call.inputs, hand_over_name: hand_over},
             parameters={**call.parameters, "request_type": "generation_only"},
         )
         decode_started = self.clock()
         first = True
         decode = self.dispatcher.stream(self.decode, generation_call, hints, retries=0 if streaming else None)
+        if llmapi:
+            decode = _text_pieces(decode)
         async with aclosing(decode) as responses:
             async for response in responses:
                 if first:
@@ -112,4 +134,18 @@ def _merge(a: Response, b: Response) -> Response:
         num_input_tokens=b.num_input_tokens or a.num_input_tokens,
         num_output_tokens=b.num_output_tokens or a.num_output_tokens,
         context_phase_params=b.context_phase_params or a.context_phase_params,
+        finish_reason=b.finish_reason or a.finish_reason,
+        disaggregated_params=b.disaggregated_params or a.disaggregated_params,
     )
+
+
+async def _text_pieces(responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
+    """Cumulative LLM-API text → the new piece of each response (text already passed on stays)."""
+    previous = ""
+    async with aclosing(responses) as upstream:
+        async for response in upstream:
+            text = response.text
+            response.text = text[len(previous) :]
+            if len(text) > len(previous):
+                previous = text
+            yield response

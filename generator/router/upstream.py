@@ -67,6 +67,8 @@ INPUT_TYPES: dict[str, str] = {
     "sampling_param_stop": "BYTES",
     "sampling_param_exclude_input_from_output": "BOOL",
     "return_finish_reason": "BOOL",
+    # tritonstack's LLM-API model in a decode pool: the prefill answer's hand-over, passed on unchanged.
+    "disaggregated_params": "UINT8",
 }
 _NUMPY = {"INT32": np.int32, "UINT64": np.uint64, "FP32": np.float32, "BOOL": np.bool_, "UINT8": np.uint8}
 
@@ -101,6 +103,7 @@ class Response:
     num_output_tokens: int | None = None
     context_phase_params: bytes | None = None
     finish_reason: str | None = None  # the LLM-API model's: "stop", "length", "cancelled", ...
+    disaggregated_params: bytes | None = None  # the LLM-API prefill answer's hand-over (JSON bytes)
 
 
 @dataclass(frozen=True)
@@ -157,11 +160,10 @@ def _decode_outputs(named: dict[str, Any]) -> Response:
         reason = reason[0] if reason else None
     # The LLM-API model sends str(None) while a streamed request is still running.
     out.finish_reason = reason if reason and reason != "None" else None
-    params = named.get("context_phase_params")
-    if params is not None:
-        out.context_phase_params = (
-            params if isinstance(params, bytes) else bytes(np.asarray(params, np.uint8))
-        )
+    for name in ("context_phase_params", "disaggregated_params"):
+        params = named.get(name)
+        if params is not None:
+            setattr(out, name, params if isinstance(params, bytes) else bytes(np.asarray(params, np.uint8)))
     return out
 
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import RuntimeSetupError
-from generator.naming import pool_triton_models
+from generator.naming import pool_triton_models, triton_names
+from generator.render.disaggregation import orchestrator_world_size, pool_environment
 from generator.runtime.tritonserver import TritonInstall, remove_shm_regions, shm_prefix_option
 from generator.spec import Pool, Stack
 
-__all__ = ["LaunchSettings", "Launcher", "Managed", "Replica", "Service", "free_ports", "tail"]
+__all__ = ["LaunchSettings", "Launcher", "Managed", "Replica", "Service", "free_ports", "launch_notes", "tail"]
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class Launcher:
             metrics_port=metrics,
         )
         models = pool_triton_models(self.stack, pool)
-        command = self.install.command(
+        serve = self.install.command(
             repo.absolute(),
             f"--http-address={self.settings.host}",
             f"--grpc-address={self.settings.host}",
@@ -189,8 +190,37 @@ class Launcher:
             # Each server's python stubs need their own shared-memory names on one host.
             shm_prefix_option(self._shm_prefix(pool.name, index)),
         )
-        _spawn(replica, command, self.install.env)
+        command = self._with_orchestrator_ranks(pool, index, repo, serve)
+        _spawn(replica, command, {**self.install.env, **pool_environment(self.stack, pool)})
         return replica
+
+    def _with_orchestrator_ranks(self, pool: Pool, index: int, repo: Path, serve: list[str]) -> list[str]:
+        """In-server disaggregation on TensorRT-LLM engines: the serving tritonserver becomes rank 0
+        (the orchestrator) of one mpirun, the other ranks host the context and generation copies and
+        open no endpoints (launch_triton_server.py --multi-model --disable-spawn-processes,
+        https://github.com/NVIDIA/TensorRT-LLM/blob/main/triton_backend/scripts/launch_triton_server.py).
+        The reference engine runs both copies inside the one process: see :func:`launch_notes`."""
+        world = orchestrator_world_size(self.stack, pool)
+        if world == 1:
+            return serve
+        copies = []
+        for name in pool.models:
+            names = triton_names(name, pool.role, in_server_disaggregation=True)
+            copies += [names.context, names.generation]
+        command = ["mpirun", "--allow-run-as-root", "-n", "1", *serve]
+        for rank in range(1, world):
+            worker = self.install.command(
+                repo.absolute(),
+                "--model-control-mode=explicit",
+                *(f"--load-model={name}" for name in copies if name),
+                "--disable-auto-complete-config",
+                "--allow-http=false",
+                "--allow-grpc=false",
+                "--allow-metrics=false",
+                shm_prefix_option(self._shm_prefix(pool.name, index) + f"rank{rank}_"),
+            )
+            command += [":", "-n", "1", *worker]
+        return command
 
     def start_service(self, label: str, command: list[str], url: str, ready_path: str) -> Service:
         """Start a process beside the servers; it is ready when ``url + ready_path`` answers 200."""
@@ -256,6 +286,19 @@ class Launcher:
             if r.process is not None:
                 result.setdefault(r.pool, []).append(r.process.pid)
         return result
+
+
+def launch_notes(stack: Stack) -> list[str]:
+    """What a local launch runs differently from the GPU manifests, said out loud."""
+    notes = []
+    for pool in stack.pools:
+        if pool.in_server_disaggregation and orchestrator_world_size(stack, pool) == 1:
+            notes.append(
+                f"pool {pool.name}: in-server disaggregation on the CPU reference engine runs as one "
+                "tritonserver process (both copies are python models); on GPUs it is one tritonserver per "
+                "MPI rank under mpirun in TensorRT-LLM orchestrator mode (see the compose/Kubernetes manifests)"
+            )
+    return notes
 
 
 def _spawn(member: Managed, command: list[str], env: dict[str, str]) -> None:
