@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
+from generator.contract import REFERENCE_CONTRACT_FILE, reference_engine_contract
 from generator.errors import RenderError
 from generator.naming import TritonNames, triton_names
 from generator.render import tensors as T
@@ -23,8 +24,6 @@ from generator.spec import Model, Pool, Stack
 __all__ = ["RenderOptions", "render_model_repos"]
 
 MODEL_REPO_TEMPLATES = TEMPLATES_ROOT / "model_repo"
-LOGITS_TYPE = "TYPE_FP32"
-PROMPT_TABLE_TYPE = "TYPE_FP16"
 
 
 def render_model_repos(stack: Stack, options: RenderOptions) -> dict[str, bytes]:
@@ -79,8 +78,8 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
         {
             **common,
             "name": names.preprocessing,
-            "inputs": T.PREPROCESSING_INPUTS,
-            "outputs": T.PREPROCESSING_OUTPUTS,
+            "inputs": T.preprocessing_inputs(era),
+            "outputs": T.preprocessing_outputs(era),
             "instance_count": model.instances.preprocessing,
             "parameters": [
                 ("tokenizer_dir", tokenizer),
@@ -96,12 +95,13 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
         {
             **common,
             "name": names.postprocessing,
-            "inputs": T.POSTPROCESSING_INPUTS,
-            "outputs": T.POSTPROCESSING_OUTPUTS,
+            "inputs": T.postprocessing_inputs(era),
+            "outputs": T.postprocessing_outputs(era),
             "instance_count": model.instances.postprocessing,
             "parameters": [
                 ("tokenizer_dir", tokenizer),
                 ("skip_special_tokens", _bool(model.skip_special_tokens)),
+                ("streaming", _bool(streaming)),
             ],
         },
         ["postprocessing", "shared"],
@@ -118,12 +118,14 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
                 "decoupled": _bool(decoupled),
                 "name": name,
                 "backend": "python" if engine is not None else "tensorrtllm",
-                "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
-                "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
+                "inputs": T.tensorrt_llm_inputs(era),
+                "outputs": T.tensorrt_llm_outputs(era),
                 "parameters": parameters + extra,
             },
             ["reference_engine"] if engine is not None else [],
         )
+        if engine is not None:
+            files[str(repo / name / "1" / REFERENCE_CONTRACT_FILE)] = reference_engine_contract(era)
 
     if names.context is None or names.generation is None:
         add_engine(names.llm, streaming, [], pool.gpus_of(model))
@@ -145,22 +147,22 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
             {
                 **common,
                 "name": names.llm,
-                "inputs": T.tensorrt_llm_inputs(era, LOGITS_TYPE, PROMPT_TABLE_TYPE),
-                "outputs": T.tensorrt_llm_outputs(era, LOGITS_TYPE),
+                "inputs": T.tensorrt_llm_inputs(era),
+                "outputs": T.tensorrt_llm_outputs(era),
                 "instance_count": model.instances.bls,
                 "parameters": [("context_model_name", names.context), ("generation_model_name", names.generation)],
             },
             ["disaggregated_serving_bls", "shared"],
         )
-    roles = {"decode": pool.role == "decode", "streaming": streaming}
-    steps = T.ensemble_steps(era, prefill=pool.role == "prefill", **roles)
+    decode = pool.role == "decode"
+    steps = T.ensemble_steps(era, prefill=pool.role == "prefill", decode=decode)
     add_model(
         names.ensemble,
         "ensemble",
         {
             **common,
             "name": names.ensemble,
-            "inputs": T.ensemble_inputs(era, **roles),
+            "inputs": T.ensemble_inputs(era, decode=decode),
             "outputs": T.ensemble_outputs(era, prefill=pool.role == "prefill"),
             "steps": [_named_step(step, names) for step in steps],
         },
@@ -173,7 +175,7 @@ def _render_model_set(stack: Stack, pool: Pool, model: Model, options: RenderOpt
             {
                 **common,
                 "name": names.bls,
-                "inputs": T.ensemble_inputs(era, **roles),
+                "inputs": T.bls_inputs(era, decode=decode),
                 "outputs": T.bls_outputs(era),
                 "instance_count": model.instances.bls,
                 "parameters": [
@@ -238,6 +240,12 @@ def _llm_parameters(
         params.append(("gpu_device_ids", ",".join(str(g) for g in gpu_ids)))
     params += [
         ("tokenizer_dir", tokenizer),
+        # Read with no fallback while the executor config is built, so a missing key fails the load
+        # ("Cannot find parameter with name: …"); the empty string is the backend's "guided decoding
+        # off": ModelInstanceState::getGuidedDecodingConfigFromParams,
+        # https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L410-L415
+        ("guided_decoding_backend", ""),
+        ("xgrammar_tokenizer_info_path", ""),
         ("max_input_len", str(model.max_input_len)),
         ("max_output_len", str(model.max_output_len)),
     ]
