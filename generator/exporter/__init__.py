@@ -1,7 +1,8 @@
 """The exporter: Triton metrics and process memory → Prometheus, collected at scrape time.
 
-Data flow: ``config`` (exporter.yaml) → ``collector`` (fetches targets in parallel; ``triton_metrics``
-parses them, ``processes`` and ``gpu_memory`` read memory) → ``server`` (WSGI /metrics with the
+Data flow: ``config`` (exporter.yaml) → ``collector`` (fetches targets in parallel, each through
+``fetch`` within its own deadline and size cap; ``triton_metrics`` parses them, ``processes`` and
+``gpu_memory`` read memory) → ``server`` (WSGI /metrics with the
 scrape-timeout budget) → ``command`` (``tritonstack exporter``). ``catalogue`` lists every series.
 ``settings`` is the spec's ``exporter:`` section and is imported by generator.spec.
 """

@@ -2,18 +2,22 @@
 
 Nothing is cached between scrapes and nothing runs between them (Prometheus "Writing exporters":
 collect at scrape time, through a custom collector in our own registry). The only state kept
-across scrapes is the per-target error counter. A target that is down, slow or answers garbage
-gives ``target_up 0`` and one more error; every other series is still answered.
+across scrapes is the per-target error counter and last error. A target that is down, slow, too
+large or answers garbage gives ``target_up 0`` and one more error, and its reason is logged when it
+changes; every other series is still answered.
 
 The scrape budget comes from Prometheus' ``X-Prometheus-Scrape-Timeout-Seconds`` header minus a
 headroom (server.py sets it per request through :meth:`TritonstackCollector.budget`), else from the
-settings. Sources run on an executor the caller owns; whatever has not finished by the deadline
-counts as failed for this scrape.
+settings. Each target also has its own deadline, ``target_timeout_s`` from the start of the scrape
+(the earlier of the two wins), which ``fetch`` must keep: so a target that drips its answer frees
+its worker by then and cannot hold the next scrape's targets back. Sources run on an executor the
+caller owns; whatever has not finished by the deadline counts as failed for this scrape.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +41,10 @@ __all__ = ["Target", "Fetch", "Resolve", "TritonstackCollector", "EXPORTER_VERSI
 
 EXPORTER_VERSION = "0.1.0"
 
-# (url, timeout seconds) → body text; raises on any failure (HTTP error, non-200, timeout).
+log = logging.getLogger("tritonstack.exporter")
+
+# (url, timeout seconds) → body text; raises on any failure (HTTP error, non-200, too large), and
+# returns or raises within the timeout (generator.exporter.fetch keeps it against any target).
 Fetch = Callable[[str, float], str]
 # DNS name → addresses of every replica.
 Resolve = Callable[[str], list[str]]
@@ -113,6 +120,7 @@ class TritonstackCollector(Collector):
         self._clock = clock
         self._budget: contextvars.ContextVar[float | None] = contextvars.ContextVar("scrape_budget", default=None)
         self._errors: dict[tuple[str, str], int] = {}
+        self._last_error: dict[tuple[str, str], str | None] = {}
         self._errors_lock = threading.Lock()
 
     # The registry calls describe() at registration; an empty answer keeps it from scraping Triton then.
@@ -138,7 +146,8 @@ class TritonstackCollector(Collector):
         if self._nvml is not None and self._nvml.available:
             host_jobs["nvml"] = self._submit(self._nvml.read)
         targets = self._targets(deadline, out)
-        scrapes = {target: self._submit(self._scrape, target, deadline) for target in targets}
+        target_deadline = min(deadline, started + self._config.exporter.target_timeout_s)
+        scrapes = {target: self._submit(self._scrape, target, target_deadline) for target in targets}
         pids = [t.pid for t in targets if t.pid is not None]
         if pids:
             host_jobs["processes"] = self._submit(self._read_all_processes, pids)
@@ -164,6 +173,7 @@ class TritonstackCollector(Collector):
         for target in targets:
             outcome = outcomes[target]
             labels = (target.pool, target.replica)
+            self._note_outcome(target, outcome.error)
             if outcome.error:
                 with self._errors_lock:
                     self._errors[labels] = self._errors.get(labels, 0) + 1
@@ -233,6 +243,17 @@ class TritonstackCollector(Collector):
     def _scrape(self, target: Target, deadline: float) -> PoolValues:
         text = self._fetch(target.url, max(0.001, deadline - self._clock()))
         return parse_triton_metrics(text, target.models)
+
+    def _note_outcome(self, target: Target, error: str | None) -> None:
+        """Log a target's reason when it changes: once when it fails, again when it recovers."""
+        labels = (target.pool, target.replica)
+        with self._errors_lock:
+            previous = self._last_error.get(labels)
+            self._last_error[labels] = error
+        if error is not None and error != previous:
+            log.warning("target pool=%s replica=%s is down: %s", target.pool, target.replica, error)
+        elif error is None and previous is not None:
+            log.warning("target pool=%s replica=%s is up again", target.pool, target.replica)
 
     def _read_all_processes(self, pids: list[int]) -> dict[int, ServerProcesses]:
         found: dict[int, ServerProcesses] = {}

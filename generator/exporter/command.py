@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from generator.exporter.config import load_config  # noqa: PLC0415
     from generator.exporter.server import ExporterRuntime  # noqa: PLC0415
 
+    # Targets that go down or come back are logged with their reason (a deadline, the size cap).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         runtime = ExporterRuntime(config, bind=args.bind, port=args.port)

@@ -4,8 +4,9 @@
 budget minus the configured headroom, so upstream fetches end before Prometheus gives up on us.
 ``/`` is a landing page, ``/-/healthy`` answers without touching any upstream.
 
-:class:`ExporterRuntime` owns what a running exporter needs (HTTP client, worker threads, NVML
-session) and closes all of it on exit; nothing is created at import.
+:class:`ExporterRuntime` owns what a running exporter needs (worker threads, NVML session) and
+closes all of it on exit; nothing is created at import. Targets are fetched by ``fetch`` (a total
+deadline and a size cap per target), one connection per fetch.
 """
 
 from __future__ import annotations
@@ -19,38 +20,21 @@ from types import TracebackType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import httpx
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from generator.errors import RuntimeSetupError, TritonstackError
+from generator.errors import RuntimeSetupError
 from generator.exporter.collector import TritonstackCollector
 from generator.exporter.config import ExporterConfig
+from generator.exporter.fetch import TargetFetchError, metrics_fetcher
 from generator.exporter.gpu_memory import Nvml
 
-__all__ = ["TargetFetchError", "http_fetcher", "resolve_addresses", "metrics_app", "ExporterRuntime"]
+__all__ = ["TargetFetchError", "resolve_addresses", "metrics_app", "ExporterRuntime"]
 
 TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
 MIN_BUDGET_S = 0.05
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-
-class TargetFetchError(TritonstackError):
-    """A Triton /metrics endpoint did not answer with 200 in time."""
-
-
-def http_fetcher(client: httpx.Client) -> Callable[[str, float], str]:
-    def fetch(url: str, timeout: float) -> str:
-        try:
-            response = client.get(url, timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise TargetFetchError(f"{url}: {exc.__class__.__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise TargetFetchError(f"{url}: HTTP {response.status_code}")
-        return response.text
-
-    return fetch
 
 
 def resolve_addresses(name: str) -> list[str]:
@@ -111,7 +95,6 @@ class ExporterRuntime:
     def __init__(self, config: ExporterConfig, *, bind: str | None = None, port: int | None = None) -> None:
         self.config = config
         settings = config.exporter
-        self._client = httpx.Client(limits=httpx.Limits(max_connections=settings.max_parallel * 2))
         self._executor = ThreadPoolExecutor(max_workers=settings.max_parallel, thread_name_prefix="exporter")
         self._nvml = Nvml()
         if settings.nvml:
@@ -119,7 +102,7 @@ class ExporterRuntime:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = TritonstackCollector(
             config,
-            fetch=http_fetcher(self._client),
+            fetch=metrics_fetcher(settings.max_target_bytes),
             resolve=resolve_addresses,
             executor=self._executor,
             nvml=self._nvml,
@@ -162,7 +145,6 @@ class ExporterRuntime:
                 self._thread.join(timeout=5)
             server.server_close()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
         self._nvml.stop()
 
     def __enter__(self) -> ExporterRuntime:
