@@ -38,7 +38,14 @@ from generator.router.policies import (
 from generator.router.protocol import ApiError, parse_request
 from generator.router.replicas import PoolState, Replica, ReplicaMonitor, external_load, resolve_pool
 from generator.router.settings import RouterSettings
-from generator.router.upstream import GenerateCall, Response, UpstreamUnavailable
+from generator.router.upstream import (
+    GenerateCall,
+    Response,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    classify_error,
+)
 from generator.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -210,9 +217,9 @@ def test_api_keys_from_env_and_file(tmp_path: Path) -> None:
         (b'{"model": "m", "messages": []}', True, "non-empty array"),
         (b'{"model": "m", "messages": [{"role": "user", "content": 3}]}', True, "content must be"),
         (b'{"model": "m", "prompt": "x", "max_tokens": "9"}', False, "'max_tokens' must be an integer"),
-        (b'{"model": "m", "prompt": "x", "max_tokens": 0}', False, "at least 1"),
-        (b'{"model": "m", "prompt": "x", "temperature": 3}', False, "between 0.0 and 2.0"),
-        (b'{"model": "m", "prompt": "x", "n": 2}', False, "only n=1"),
+        (b'{"model": "m", "prompt": "x", "max_tokens": 0}', False, "between 1 and"),
+        (b'{"model": "m", "prompt": "x", "temperature": 3}', False, "in [0, 2]"),
+        (b'{"model": "m", "prompt": "x", "n": 2}', False, "'n' is not supported"),
         (b'{"model": "m", "prompt": "x", "stream": "yes"}', False, "'stream' must be a boolean"),
         (b'{"model": "m", "prompt": "x", "stop": [1]}', False, "'stop' must be"),
     ],
@@ -417,3 +424,92 @@ def test_cancelling_the_request_is_not_mistaken_for_a_timeout() -> None:
         assert target.pool.replicas[0].inflight == 0
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------------------ issue 12
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "kind"),
+    [
+        (
+            "Unable to parse 'data': attempt to access JSON non-signed-integer as signed-integer",
+            500,
+            "rejected",
+        ),
+        ("sampling settings out of range: runtime_top_k=-2147483648 (>= 0)", 400, "rejected"),
+        ("[request id: x] unexpected shape for input 'top_k' for model 'm'", 400, "rejected"),
+        ("RuntimeError: tensorrt_llm: the engine stopped", 400, "failed"),
+        ("internal error", 500, "failed"),
+        ("Request for unknown model: 'zz' is not found", 404, "failed"),
+        ("Service Unavailable", 503, "unavailable"),
+        ("bad gateway", 502, "unavailable"),
+        ("gateway timeout: invalid", 504, "unavailable"),
+        ("sampling settings out of range: runtime_top_k=-1", None, "rejected"),  # an error event
+        ("postprocessing failed", None, "failed"),
+    ],
+)
+def test_triton_errors_are_classified_by_who_caused_them(message: str, status: int | None, kind: str) -> None:
+    error = classify_error(message, status)
+    expected = {"rejected": UpstreamRejected, "failed": UpstreamFailed, "unavailable": UpstreamUnavailable}
+    assert type(error) is expected[kind]
+    assert message in str(error)
+
+
+class RejectingUpstream(ScriptedUpstream):
+    """Triton refusing every request's inputs (a poison request), with a call count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        self.calls += 1
+        raise UpstreamRejected("HTTP 400: sampling settings out of range: runtime_top_k=-1")
+        yield Response()  # pragma: no cover (makes this an async generator)
+
+
+def test_a_rejected_request_is_400_not_retried_and_never_counts_against_the_replica() -> None:
+    async def scenario() -> None:
+        settings = RouterSettings(eject_after_failures=1, max_retries=2)
+        pool = PoolState("a", "aggregated", replicas(3))
+        upstream = RejectingUpstream()
+        dispatcher = Dispatcher(
+            upstream, Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0
+        )
+        target = PoolTarget(pool, LeastInflight())
+        for _ in range(10):
+            with pytest.raises(ApiError) as error:
+                async for _response in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints()):
+                    pass
+            assert error.value.status == 400 and error.value.kind == "invalid_request_error"
+            assert "out of range" in error.value.message
+        assert upstream.calls == 10  # one replica per request: no retries
+        assert all(not r.ejected and r.consecutive_failures == 0 and r.inflight == 0 for r in pool.replicas)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("size", "percent", "most_out"), [(4, 50, 2), (2, 50, 1), (1, 50, 1), (5, 10, 1), (4, 100, 4)]
+)
+def test_ejection_never_takes_more_than_max_ejection_percent_of_a_pool_out(
+    size: int, percent: int, most_out: int
+) -> None:
+    async def scenario() -> list[Replica]:
+        settings = RouterSettings(eject_after_failures=1, max_retries=8, max_ejection_percent=percent)
+        pool = PoolState("a", "aggregated", replicas(size))
+        dispatcher = Dispatcher(
+            ScriptedUpstream(), Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0
+        )
+        target = PoolTarget(pool, LeastInflight())
+        for _ in range(3 * size):  # every replica refuses connections
+            with pytest.raises(ApiError) as error:
+                async for _response in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints()):
+                    pass
+            assert error.value.status == 503
+        return pool.replicas
+
+    pool = asyncio.run(scenario())
+    assert sum(r.ejected for r in pool) == most_out
+    assert sum(r.available for r in pool) == size - most_out

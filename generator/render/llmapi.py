@@ -40,8 +40,8 @@ __all__ = [
 # Where the TensorRT-LLM container keeps the LLM-API Triton model (overridable at run time).
 LLMAPI_MODEL_SOURCE = "/app/all_models/llmapi/tensorrt_llm/1/model.py"
 
-# (name, data type, dims, optional). Source: TensorRT-LLM triton_backend/all_models/llmapi/tensorrt_llm/
-# config.pbtxt (newest, Copyright 2025-2026), as summarised in reference §1.4.
+# (name, data type, dims, optional), as upstream declares them:
+# https://github.com/NVIDIA/TensorRT-LLM/blob/0a71057313ec0626527e164a8fc0205c5822e2f5/triton_backend/all_models/llmapi/tensorrt_llm/config.pbtxt
 LLMAPI_INPUTS: tuple[tuple[str, str, tuple[int, ...], bool], ...] = (
     ("text_input", "TYPE_STRING", (-1,), False),
     ("streaming", "TYPE_BOOL", (1,), True),
@@ -60,6 +60,11 @@ LLMAPI_INPUTS: tuple[tuple[str, str, tuple[int, ...], bool], ...] = (
     ("return_stop_reason", "TYPE_BOOL", (1,), True),
     ("return_cumulative_logprob", "TYPE_BOOL", (1,), True),
     ("stop", "TYPE_BOOL", (1,), True),
+    # LoRA adapter selection: all three of id, name and path together.
+    ("lora_id", "TYPE_UINT64", (1,), True),
+    ("lora_name", "TYPE_STRING", (1,), True),
+    ("lora_path", "TYPE_STRING", (1,), True),
+    ("lora_ckpt_source", "TYPE_STRING", (1,), True),
 )
 LLMAPI_OUTPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("text_output", "TYPE_STRING", (-1,)),
@@ -75,6 +80,10 @@ LLMAPI_OUTPUTS: tuple[tuple[str, str, tuple[int, ...]], ...] = (
     ("first_scheduled_time_ns", "TYPE_INT64", (1,)),
     ("first_token_time_ns", "TYPE_INT64", (1,)),
     ("last_token_time_ns", "TYPE_INT64", (1,)),
+    # Sent by the container's model.py with perf metrics; an undeclared output is refused by Triton.
+    ("acceptance_rate", "TYPE_FP32", (1,)),
+    ("total_accepted_draft_tokens", "TYPE_INT32", (1,)),
+    ("total_draft_tokens", "TYPE_INT32", (1,)),
 )
 
 # The hand-over between the pools (our model's contract, see DISAGGREGATED_MODEL_SOURCE): UTF-8 JSON

@@ -8,8 +8,16 @@ resources start in the ASGI lifespan, not at import.
 
 Served paths: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
 ``GET /health`` (live), ``GET /ready`` (every model has a ready replica in each pool it needs),
-``GET /metrics``. Anything else is 404: Triton's own endpoints (model control, shared memory,
-logging) are never reachable through the router.
+``GET /metrics``, ``GET /openapi.json`` (this API, described by ``openapi``). Anything else is
+404: Triton's own endpoints (model control, shared memory, logging) are never reachable through the
+router.
+
+Every error answer is OpenAI's shape, ``{"error": {message, type, param, code}}``, 500 included: an
+unexpected exception is logged with its request id and answered without its text or traceback.
+
+Latency figures start when the request head arrived: the server stamps ``scope[ARRIVAL_NS_KEY]``
+(``time.monotonic_ns()``, the base of the app's default clock), so queueing in front of the app
+counts; without the stamp the app's first sight of the request stands in.
 
 Disconnects: the server silently drops writes to a closed connection, so each inference request runs
 next to a watcher of ``http.disconnect`` that cancels it; cancellation closes the upstream stream,
@@ -37,6 +45,7 @@ from generator.router.config import Aggregated, ModelRoute, Routes
 from generator.router.disagg import DisaggregatedFlow
 from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
+from generator.router.openapi import openapi_document
 from generator.router.policies import Hints, block_hashes, make_policy
 from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
 from generator.router.replicas import PoolState, ReplicaMonitor
@@ -44,7 +53,7 @@ from generator.router.stops import StopTrimmer
 from generator.router.tokens import ModelTokenizer, TokenizerLoader, load_tokenizer
 from generator.router.upstream import GenerateCall, Response, Upstream
 
-__all__ = ["RouterApp"]
+__all__ = ["ARRIVAL_NS_KEY", "RouterApp"]
 
 log = logging.getLogger("tritonstack.router")
 
@@ -52,6 +61,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+ARRIVAL_NS_KEY = "tritonstack.arrival_ns"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _JSON = (b"content-type", b"application/json")
 
@@ -170,6 +180,7 @@ class RouterApp:
                     serving.decode.triton_model,
                     settings.prefill_timeout_s,
                     self.clock,
+                    protocol=serving.protocol,
                 )
                 models[name] = ModelEntry(
                     name,
@@ -178,6 +189,7 @@ class RouterApp:
                     f"{prefill.name}+{decode.name}",
                     (prefill, decode),
                     disaggregated=flow,
+                    protocol=serving.protocol,
                 )
         old_monitor = self.monitor
         monitor = ReplicaMonitor(pools, dict(routes.pools), self.upstream, settings, self.clock)
@@ -215,26 +227,48 @@ class RouterApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path, method = scope["path"], scope["method"]
         headers = dict(scope["headers"])
         raw_id = headers.get(b"x-request-id", b"")
         request_id = raw_id.decode() if _REQUEST_ID.match(raw_id) else self._new_request_id()
         echo = [(b"x-request-id", request_id.encode())]
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._route(scope, receive, tracked, headers, request_id, echo)
+        except Exception:  # a bug must not become a plain-text 500 with a traceback
+            log.exception("request %s (%s %s) failed", request_id, scope["method"], scope["path"])
+            if not started:
+                await _send_error(send, _internal(request_id), echo)
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        echo: list[tuple[bytes, bytes]],
+    ) -> None:
+        path, method = scope["path"], scope["method"]
         if path in ("/v1/chat/completions", "/v1/completions"):
             if method != "POST":
-                await _send_json(send, 405, error_body(ApiError(405, f"use POST for {path}")), echo)
+                await _send_error(send, ApiError(405, f"use POST for {path}"), [*echo, (b"allow", b"POST")])
                 return
             await self._generate(
                 scope, receive, send, headers, request_id, echo, path == "/v1/chat/completions"
             )
             return
-        if method != "GET":
-            await _send_json(
-                send,
-                405 if path in _GET_PATHS else 404,
-                error_body(ApiError(404, f"no route for {method} {path}")),
-                echo,
-            )
+        if method not in ("GET", "HEAD"):  # the server leaves the body out of a HEAD answer
+            if path in _GET_PATHS:
+                allow = (b"allow", b"GET, HEAD")
+                await _send_error(send, ApiError(405, f"use GET for {path}"), [*echo, allow])
+            else:
+                await _send_error(send, ApiError(404, f"no route for {method} {path}"), echo)
             return
         if path == "/health":
             await _send_json(send, 200, b'{"status":"ok"}', echo)
@@ -250,6 +284,9 @@ class RouterApp:
                 }
             )
             await send({"type": "http.response.body", "body": self.metrics.exposition()})
+        elif path == "/openapi.json":
+            document = openapi_document(self.routes)
+            await _send_json(send, 200, orjson.dumps(document), echo)
         elif path == "/v1/models":
             if not self.keys.allows(headers.get(b"authorization")):
                 await _send_error(send, _unauthorized(), echo)
@@ -261,7 +298,7 @@ class RouterApp:
             ]
             await _send_json(send, 200, orjson.dumps({"object": "list", "data": data}), echo)
         else:
-            await _send_json(send, 404, error_body(ApiError(404, f"no route for GET {path}")), echo)
+            await _send_error(send, ApiError(404, f"no route for GET {path}"), echo)
 
     def _new_request_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):08x}"
@@ -299,7 +336,8 @@ class RouterApp:
         echo: list[tuple[bytes, bytes]],
         chat: bool,
     ) -> None:
-        arrived = self.clock()
+        stamped = scope.get(ARRIVAL_NS_KEY)
+        arrived = stamped / 1e9 if stamped is not None else self.clock()
         model_label, pool_label = "", ""
         try:
             if not self.keys.allows(headers.get(b"authorization")):
@@ -351,7 +389,9 @@ class RouterApp:
         tokenizer = entry.tokenizer
         try:
             text, special = tokenizer.prompt_text(request.prompt, request.messages)
-        except (ValueError, TypeError, KeyError) as exc:  # e.g. no chat template, template rejects roles
+        # The template runs on the client's messages: jinja2's TemplateError from raise_exception(),
+        # or any error of a template's own logic, is the request's fault.
+        except Exception as exc:  # noqa: BLE001
             raise ApiError(
                 400, f"cannot build the prompt for model {entry.name!r}: {exc}", param="messages"
             ) from None
@@ -550,6 +590,10 @@ class _Exchange:
                 ApiError(504, f"request exceeded {self.app.routes.router.request_timeout_s}s", "server_error")
             )
             return
+        except Exception:  # logged with the request id; the client gets a 500 answer or event
+            log.exception("request %s failed", self.shaper.id)
+            await self._fail(_internal(self.shaper.id))
+            return
         text = "".join(pieces)
         usage = self._usage("".join(generated), counts or last)
         finish = self._finish_reason(trimmer.stopped, last, usage["completion_tokens"])
@@ -616,7 +660,11 @@ class _Exchange:
             await _send_error(self.send, error, self.echo)
 
 
-_GET_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/models"})
+_GET_PATHS = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/openapi.json"})
+
+
+def _internal(request_id: str) -> ApiError:
+    return ApiError(500, f"internal error in the router (request {request_id}); it is logged", "server_error")
 
 
 def _unauthorized() -> ApiError:

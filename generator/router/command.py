@@ -7,6 +7,10 @@ it in without dropping requests (a broken file is reported and the old config st
 ``--workers N`` starts N processes that each bind the port with ``SO_REUSEPORT``, so the kernel
 spreads connections and one node's router is not capped by one event loop. The parent forwards
 SIGHUP/SIGTERM to them and exits with the first non-zero status.
+
+Logs: one record per line whatever a client sent. ``--log-format text`` escapes control characters
+in the message (a newline in a chat role or model name cannot write a line of its own) and indents
+a traceback's lines under its record; ``--log-format json`` writes JSON lines.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import orjson
 
 from generator.errors import TritonstackError
 from generator.router.app import RouterApp
@@ -33,7 +40,7 @@ from generator.router.config import Routes, load_routes
 from generator.router.server import HttpServer
 from generator.router.upstream import GrpcUpstream, HttpUpstream, Upstream
 
-__all__ = ["HELP", "bind_socket", "configure", "main", "make_upstream", "run"]
+__all__ = ["HELP", "bind_socket", "configure", "log_formatter", "main", "make_upstream", "run"]
 
 HELP = "serve the OpenAI-compatible router over the stack's Triton pools"
 
@@ -52,6 +59,68 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="processes sharing the port (default: router.workers)"
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or JSON lines (one object each)",
+    )
+
+
+# C0 and C1 control characters and DEL, but not the space: what a terminal or a log shipper
+# could read as the end of a record or as an escape sequence.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
+class _TextFormatter(logging.Formatter):
+    """``time logger message``; the message's control characters escaped, a traceback indented."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        lines = super().formatException(ei).splitlines()
+        return "\n".join("  " + line.translate(_CONTROL) for line in lines)
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("  " + line.translate(_CONTROL) for line in stack_info.splitlines())
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(document).decode()
+
+
+def log_formatter(kind: str) -> logging.Formatter:
+    """The formatter of ``--log-format``: ``text`` or ``json``."""
+    formatters: dict[str, Callable[[], logging.Formatter]] = {"text": _TextFormatter, "json": _JsonFormatter}
+    if kind not in formatters:
+        raise ValueError(f"unknown log format {kind!r}; use one of {sorted(formatters)}")
+    return formatters[kind]()
+
+
+def _configure_logging(level: str, kind: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter(kind))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def make_upstream(routes: Routes) -> Upstream:
@@ -85,8 +154,9 @@ def _serve(
     log_level: str,
     on_started: Callable[[], None],
     metrics_dir: str | None = None,
+    log_format: str = "text",
 ) -> int:
-    logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(name)s %(message)s")
+    _configure_logging(log_level, log_format)
     routes = load_routes(config_path)
     app = RouterApp(routes, make_upstream(routes), metrics_dir=metrics_dir)
     server = HttpServer(app)
@@ -126,9 +196,11 @@ def _serve(
         return asyncio.run(serve())
 
 
-def _worker(config_path: Path, host: str, port: int, log_level: str, started: Any, metrics_dir: str) -> None:
+def _worker(
+    config_path: Path, host: str, port: int, log_level: str, log_format: str, started: Any, metrics_dir: str
+) -> None:
     sock = bind_socket(host, port)
-    sys.exit(_serve(config_path, sock, log_level, started.set, metrics_dir))
+    sys.exit(_serve(config_path, sock, log_level, started.set, metrics_dir, log_format))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,14 +224,18 @@ def run(args: argparse.Namespace) -> int:
         try:
             host, port = sock.getsockname()[:2]
             announce = f"tritonstack router: http://{host}:{port}"
-            return _serve(args.config, sock, args.log_level, lambda: print(announce, flush=True))
+            return _serve(
+                args.config, sock, args.log_level, lambda: print(announce, flush=True), None, args.log_format
+            )
         except TritonstackError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    return _run_workers(args.config, sock, workers, args.log_level)
+    return _run_workers(args.config, sock, workers, args.log_level, args.log_format)
 
 
-def _run_workers(config_path: Path, sock: socket.socket, workers: int, log_level: str) -> int:
+def _run_workers(
+    config_path: Path, sock: socket.socket, workers: int, log_level: str, log_format: str
+) -> int:
     # The parent holds the bound (not listening) socket so port 0 resolves once for every worker.
     host, port = sock.getsockname()[:2]
     # Any worker may answer a scrape: they share their metrics through files (router/metrics.py).
@@ -169,7 +245,9 @@ def _run_workers(config_path: Path, sock: socket.socket, workers: int, log_level
     context = multiprocessing.get_context("spawn")
     started = [context.Event() for _ in range(workers)]
     children = [
-        context.Process(target=_worker, args=(config_path, host, port, log_level, event, metrics_dir))
+        context.Process(
+            target=_worker, args=(config_path, host, port, log_level, log_format, event, metrics_dir)
+        )
         for event in started
     ]
     try:

@@ -7,6 +7,7 @@ re-done in the router because the two phases live on different pools.
   prefill replica on transport errors: nothing has reached the client yet.
 * A streaming client gets the prefill's first token at once (the point of a fast prefill pool);
   the decode stream repeats that token, so its first piece is trimmed by that text.
+* Both pools must have a ready replica before the prefill starts (else 503 and no work).
 * If the prefill already finished the request (one token asked for, end-of-sequence, or a stop
   string), the answer comes straight from it and no decode work is started.
 * The decode phase is not retried once a streaming client has its first token. Any failure ends in
@@ -51,6 +52,18 @@ class DisaggregatedFlow:
     clock: Callable[[], float] = time.monotonic
     protocol: Literal["ensemble", "llmapi"] = "ensemble"
 
+    def _check_ready(self) -> None:
+        """Both phases need a ready replica before any work starts: a prefill whose decode cannot run
+        would cost a context phase and answer 200 with one token and an error event."""
+        for phase, target in (("prefill", self.prefill), ("decode", self.decode)):
+            if target.pool.ready_count == 0:
+                raise ApiError(
+                    503,
+                    f"no ready replica in the {phase} pool {target.pool.name!r}; retry later",
+                    "server_error",
+                    retry_after=self.dispatcher.settings.retry_after_s,
+                )
+
     async def run(
         self,
         model: str,
@@ -59,6 +72,7 @@ class DisaggregatedFlow:
         streaming: bool,
         finished: Callable[[Response], bool],
     ) -> AsyncIterator[Response]:
+        self._check_ready()
         started = self.clock()
         llmapi = self.protocol == "llmapi"
         context_call = replace(

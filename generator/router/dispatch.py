@@ -3,7 +3,12 @@
 Retries happen only before the first upstream response (nothing has reached the client yet) and
 only for transport failures; a replica failing ``eject_after_failures`` times in a row is ejected
 for at least ``ejection_s`` (doubling for repeated ejections) and until the readiness poll sees it
-ready again. Every wait is bounded: first response within ``first_token_timeout_s``, each next one
+ready again. Only transport failures and timeouts count: a request Triton rejects is the client's
+400 (never retried: it would fail everywhere, and a few such requests must not eject a pool). As in
+Envoy's outlier detection (``max_ejection_percent``, which "will eject at least one host regardless
+of the value": envoy/api/envoy/config/cluster/v3/outlier_detection.proto), at most
+``max_ejection_percent`` of a pool's replicas are out at once, but always one may be: past that,
+the failing replica keeps its traffic. Every wait is bounded: first response within ``first_token_timeout_s``, each next one
 within ``token_timeout_s``. Leaving the generator for any
 reason (end, error, client gone, deadline) closes the upstream stream, which cancels the request in
 Triton, and releases the replica slot.
@@ -22,7 +27,14 @@ from generator.router.policies import Hints, ReplicaPolicy
 from generator.router.protocol import ApiError
 from generator.router.replicas import PoolState, Replica
 from generator.router.settings import RouterSettings
-from generator.router.upstream import GenerateCall, Response, Upstream, UpstreamFailed, UpstreamUnavailable
+from generator.router.upstream import (
+    GenerateCall,
+    Response,
+    Upstream,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 
 __all__ = ["Dispatcher", "PoolTarget"]
 
@@ -94,23 +106,41 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
 
-    def _failed(self, replica: Replica) -> None:
+    def _may_eject(self, pool: PoolState) -> bool:
+        out = sum(1 for r in pool.replicas if r.ejected)
+        allowed = max(1, len(pool.replicas) * self.settings.max_ejection_percent // 100)
+        return out < allowed
+
+    def _failed(self, pool: PoolState, replica: Replica) -> None:
         replica.consecutive_failures += 1
-        if not replica.ejected and replica.consecutive_failures >= self.settings.eject_after_failures:
-            # Out for a while even if it still reports ready: a replica that answers its readiness
-            # probe but fails requests would otherwise flap in and out every health interval.
-            replica.ejected = True
-            replica.ejection_streak += 1
-            hold = self.settings.ejection_s * min(2 ** (replica.ejection_streak - 1), 8)
-            replica.ejected_until = self.clock() + hold
-            self.metrics.ejections.labels(replica.pool).inc()
+        if replica.ejected or replica.consecutive_failures < self.settings.eject_after_failures:
+            return
+        if not self._may_eject(pool):
+            if replica.consecutive_failures > self.settings.eject_after_failures:
+                return  # said once per streak
             log.warning(
-                "ejecting %s replica %s after %d failures, for at least %.0f s",
+                "%s replica %s failed %d times in a row but stays in: ejecting it would take more than "
+                "max_ejection_percent (%d%%) of the pool out",
                 replica.pool,
                 replica.key,
                 replica.consecutive_failures,
-                hold,
+                self.settings.max_ejection_percent,
             )
+            return
+        # Out for a while even if it still reports ready: a replica that answers its readiness
+        # probe but fails requests would otherwise flap in and out every health interval.
+        replica.ejected = True
+        replica.ejection_streak += 1
+        hold = self.settings.ejection_s * min(2 ** (replica.ejection_streak - 1), 8)
+        replica.ejected_until = self.clock() + hold
+        self.metrics.ejections.labels(replica.pool).inc()
+        log.warning(
+            "ejecting %s replica %s after %d failures, for at least %.0f s",
+            replica.pool,
+            replica.key,
+            replica.consecutive_failures,
+            hold,
+        )
 
     async def stream(
         self, target: PoolTarget, call: GenerateCall, hints: Hints, retries: int | None = None
@@ -141,14 +171,14 @@ class Dispatcher:
                     async with asyncio.timeout(self.settings.first_token_timeout_s):
                         first = await anext(responses, None)
                 except UpstreamUnavailable as exc:
-                    self._failed(replica)
+                    self._failed(pool, replica)
                     tried.append(replica)
                     last_problem = str(exc)
                     if attempt + 1 < attempts:
                         self.metrics.retries.labels(pool.name).inc()
                     continue
                 except TimeoutError:
-                    self._failed(replica)
+                    self._failed(pool, replica)
                     raise ApiError(
                         504,
                         f"no response from pool {pool.name!r} within {self.settings.first_token_timeout_s}s",
@@ -175,10 +205,13 @@ class Dispatcher:
                         yield item
                 finally:
                     guard.close()
+            except UpstreamRejected as exc:
+                replica.consecutive_failures = 0  # it answered: alive, whatever the request asked
+                raise ApiError(400, f"the model rejected the request: {exc}") from None
             except UpstreamFailed as exc:
                 raise ApiError(502, f"upstream error: {exc}", "server_error") from None
             except UpstreamUnavailable as exc:
-                self._failed(replica)
+                self._failed(pool, replica)
                 raise ApiError(502, f"upstream connection lost mid-response: {exc}", "server_error") from None
             except TimeoutError:
                 raise ApiError(

@@ -72,7 +72,8 @@ class RouterSettings(Closed):
         default=10.0, description="From a request's first byte to the end of its headers; slower gets 408"
     )
     client_body_timeout_s: Seconds = Field(
-        default=30.0, description="From the end of a request's headers to the end of its body; slower gets 408"
+        default=30.0,
+        description="From the end of a request's headers to the end of its body; slower gets 408",
     )
     max_connections: Annotated[int, Field(ge=1)] = Field(
         default=4096,
@@ -83,7 +84,15 @@ class RouterSettings(Closed):
     max_retries: Annotated[int, Field(ge=0, le=8)] = Field(
         default=2, description="Other replicas tried on a transport failure, only before the first byte"
     )
-    eject_after_failures: Annotated[int, Field(ge=1)] = 3
+    eject_after_failures: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="Transport failures or timeouts in a row that eject a replica"
+    )
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=50,
+        description="At most this share of a pool's replicas ejected at once (one always may be), as in "
+        "Envoy's outlier detection: past it a failing replica keeps its traffic, so no burst of errors "
+        "takes a whole pool out",
+    )
     ejection_s: Seconds = Field(
         default=5.0,
         description="Least time an ejected replica stays out, doubled for each ejection in a row (at most "

@@ -7,13 +7,19 @@ sees the engine's ``cancelled`` counter move). gRPC (``ModelStreamInfer`` on grp
 alternative: ``context_phase_params`` travels as raw bytes there, and cancellation is documented
 for gRPC clients.
 
-Errors split in two, because the router reacts differently: :class:`UpstreamUnavailable` (transport:
-refused, reset, timed out — the replica may be gone; retry elsewhere before the first byte, count
-towards ejection) and :class:`UpstreamFailed` (Triton answered with an error for this request).
+Errors split by who caused them, because the router reacts differently (:func:`classify_error`):
+:class:`UpstreamUnavailable` (transport: refused, reset, timed out, HTTP 502/503/504, gRPC
+UNAVAILABLE — the replica may be gone; retry elsewhere before the first byte, count towards
+ejection), :class:`UpstreamRejected` (Triton or the model refused this request's inputs: the
+client's 400, never retried, never counted) and :class:`UpstreamFailed` (any other error Triton
+answered for this request: 502, not retried, not counted). A model's error response carries no
+code (the python backend answers HTTP 400 for every error, and Triton's HTTP frontend 500 for a
+JSON value it cannot parse), so the message decides whether it blames the input.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -37,7 +43,9 @@ __all__ = [
     "Upstream",
     "UpstreamError",
     "UpstreamFailed",
+    "UpstreamRejected",
     "UpstreamUnavailable",
+    "classify_error",
 ]
 
 # Datatypes of the ensemble/BLS inputs the router may send (names from the rendered model configs).
@@ -83,6 +91,31 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamFailed(UpstreamError):
     """Triton answered this request with an error."""
+
+
+class UpstreamRejected(UpstreamFailed):
+    """Triton or the model refused this request's inputs: the client's error, not the replica's."""
+
+
+# What Triton's frontends and core, the python backend and our models say about a bad input value:
+# "Unable to parse 'data'" (HTTP frontend, a JSON value the tensor cannot hold), "unexpected shape
+# for input", "expected N inputs", the reference engine's "sampling settings out of range", the
+# BLS's "... is required", a tokenizer's "... is too long".
+_INVALID_INPUT = re.compile(
+    r"unable to parse|invalid|out of range|unexpected|expected|must be|is required|is missing|"
+    r"not allowed|not supported|too long|too large|exceeds",
+    re.IGNORECASE,
+)
+
+
+def classify_error(message: str, status: int | None = None) -> UpstreamError:
+    """The error for Triton's answer ``message``, with its HTTP ``status`` when it came with one."""
+    if status in (502, 503, 504):
+        return UpstreamUnavailable(f"HTTP {status}: {message}")
+    text = message if status is None else f"HTTP {status}: {message}"
+    if _INVALID_INPUT.search(message):
+        return UpstreamRejected(text)
+    return UpstreamFailed(text)
 
 
 @dataclass(frozen=True)
@@ -245,7 +278,10 @@ class GrpcUpstream:
         return request
 
     async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
-        request = self._request(call, await self._model_info(endpoint, call.model))
+        try:
+            request = self._request(call, await self._model_info(endpoint, call.model))
+        except (OverflowError, ValueError, TypeError) as exc:  # numpy: a value the tensor cannot hold
+            raise UpstreamRejected(f"invalid input value: {exc}") from None
 
         async def one_request() -> AsyncIterator[Any]:
             yield request
@@ -254,7 +290,7 @@ class GrpcUpstream:
         try:
             async for message in stream:
                 if message.error_message:
-                    raise UpstreamFailed(message.error_message)
+                    raise classify_error(message.error_message)
                 infer = message.infer_response
                 final = (
                     infer.parameters["triton_final_response"].bool_param
@@ -313,7 +349,9 @@ def _translate(exc: grpc.aio.AioRpcError) -> UpstreamError:
     }
     if code in transport:
         return UpstreamUnavailable(f"{code.name}: {exc.details()}")
-    return UpstreamFailed(f"{code.name}: {exc.details()}")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+        return UpstreamRejected(f"{code.name}: {exc.details()}")
+    return classify_error(f"{code.name}: {exc.details()}")
 
 
 # --------------------------------------------------------------------------------------------- HTTP
@@ -386,10 +424,7 @@ class HttpUpstream:
             raise UpstreamUnavailable(str(exc)) from None
         try:
             if reply.status != 200:
-                detail = (await reply.read_all()).decode(errors="replace")
-                raise (UpstreamUnavailable if reply.status >= 500 else UpstreamFailed)(
-                    f"HTTP {reply.status}: {detail[:300]}"
-                )
+                raise classify_error(_error_text(await reply.read_all()), reply.status)
             pending = b""
             while chunk := await reply.read_chunk():
                 pending = pending + chunk if pending else chunk
@@ -400,7 +435,7 @@ class HttpUpstream:
                         continue
                     payload = orjson.loads(event[5:])
                     if "error" in payload:
-                        raise UpstreamFailed(str(payload["error"]))
+                        raise classify_error(str(payload["error"]))
                     yield _decode_outputs(payload)
         except Http1Error as exc:
             raise UpstreamUnavailable(str(exc)) from None
@@ -421,3 +456,17 @@ class HttpUpstream:
     async def close(self) -> None:
         self._client.close()
         await self._http.close()
+
+
+def _error_text(body: bytes) -> str:
+    """The message of a Triton error answer: ``{"error": ...}``, as JSON or as one SSE event (a
+    model's error response on generate_stream), else the body itself; at most 300 characters."""
+    text = body.decode(errors="replace").strip()
+    candidate = text.removeprefix("data:")
+    try:
+        payload = orjson.loads(candidate)
+    except orjson.JSONDecodeError:
+        return text[:300]
+    if isinstance(payload, dict) and "error" in payload:
+        return str(payload["error"])[:300]
+    return text[:300]

@@ -323,7 +323,7 @@ class TritonPythonModel:
             if name in preprocessed and preprocessed[name].shape[-1] > 0
         ]
         inputs += [
-            pb_utils.Tensor(engine_name, prompt.inputs[name])
+            pb_utils.Tensor(engine_name, _batched(prompt.inputs[name]))
             for name, engine_name in ENGINE_INPUTS_FROM_CLIENT.items()
             if name in prompt.inputs
         ]
@@ -343,7 +343,7 @@ class TritonPythonModel:
 
     def _preprocess(self, prompt: Prompt) -> dict[str, np.ndarray]:
         inputs = [
-            pb_utils.Tensor(pre_name, prompt.inputs[name])
+            pb_utils.Tensor(pre_name, _batched(prompt.inputs[name]))
             for name, pre_name in PREPROCESSING_INPUTS.items()
             if name in prompt.inputs
         ]
@@ -394,6 +394,12 @@ def _bls_parameters(parameters_json: str) -> dict[str, bool | int | str]:
         else:
             passed[key] = json.dumps(value)
     return passed
+
+
+def _batched(array: np.ndarray) -> np.ndarray:
+    """One batch row with its per-request dims. Upstream's BLS declares several scalar inputs with
+    ``reshape: { shape: [ ] }``, so they arrive here as [1]; the next model wants them as [1, 1]."""
+    return array.reshape(1, 1) if array.ndim == 1 else array
 
 
 def _flag(request, name: str) -> bool:
