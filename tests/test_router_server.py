@@ -4,16 +4,25 @@ sockets: framing, keep-alive and pipelining, request bodies, disconnects, errors
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
+from generator.router.app import RouterApp
 from generator.router.command import bind_socket
-from generator.router.server import HttpServer
+from generator.router.config import parse_routes
+from generator.router.server import ClientLimits, HttpServer
+from generator.router.settings import RouterSettings
+
+DEFAULTS = ClientLimits.from_settings(RouterSettings())
 
 
 class EchoApp:
@@ -25,6 +34,7 @@ class EchoApp:
         self.disconnected = asyncio.Event()
         self.lifespan: list[str] = []
         self.fail_startup = False
+        self.scopes: list[dict[str, Any]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -40,8 +50,15 @@ class EchoApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         path = scope["path"]
+        self.scopes.append(scope)
         if path == "/boom":
             raise RuntimeError("application bug")
+        if path == "/small":  # refuses a declared body over 1000 bytes unread, as the router does
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if int(length) > 1000:
+                await send({"type": "http.response.start", "status": 413, "headers": []})
+                await send({"type": "http.response.body", "body": b'{"error": "too large"}'})
+                return
         body = b""
         while True:
             message = await receive()
@@ -73,9 +90,9 @@ class EchoApp:
 
 
 @asynccontextmanager
-async def serving(app: Any, keep_alive_s: float = 5.0) -> AsyncIterator[tuple[HttpServer, int]]:
+async def serving(app: Any, **limits: Any) -> AsyncIterator[tuple[HttpServer, int]]:
     sock = bind_socket("127.0.0.1", 0)
-    server = HttpServer(app, keep_alive_s=keep_alive_s)
+    server = HttpServer(app, DEFAULTS.replace(**limits))
     await server.start([sock])
     try:
         yield server, sock.getsockname()[1]
@@ -212,8 +229,9 @@ def test_idle_connections_are_closed_after_the_keep_alive_timeout() -> None:
     async def scenario() -> None:
         async with serving(EchoApp(), keep_alive_s=0.2) as (_, port):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n")  # headers never finished
-            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"GET /a 0:")
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server, silently
             writer.close()
 
     run(scenario())
@@ -236,7 +254,7 @@ def test_drain_finishes_the_request_in_flight_and_refuses_new_connections() -> N
         app = EchoApp()
         sock = bind_socket("127.0.0.1", 0)
         port = sock.getsockname()[1]
-        server = HttpServer(app)
+        server = HttpServer(app, DEFAULTS)
         await server.start([sock])
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -265,7 +283,7 @@ def test_failed_startup_raises_with_the_application_message() -> None:
     async def scenario() -> None:
         app = EchoApp()
         app.fail_startup = True
-        server = HttpServer(app)
+        server = HttpServer(app, DEFAULTS)
         sock = bind_socket("127.0.0.1", 0)
         with pytest.raises(RuntimeError, match="no tokenizer"):
             await server.start([sock])
@@ -361,3 +379,302 @@ def test_a_large_stream_sent_without_yielding_arrives_whole() -> None:
         )
 
     run(scenario())
+
+
+# ------------------------------------------------------------------ hostile clients (issue 12)
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
+    received = b""
+    while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+        received += chunk
+    return received
+
+
+def openai_error(response: bytes) -> dict[str, Any]:
+    """The JSON error body of a raw response, checked for OpenAI's shape."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] is None
+    return error
+
+
+def test_a_body_that_stops_arriving_gets_408_after_the_body_deadline() -> None:
+    async def scenario() -> bytes:
+        async with serving(EchoApp(), body_timeout_s=0.3) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+            received = await read_until_closed(reader)
+            writer.close()
+            return received
+
+    received = run(scenario())
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"connection: close" in received
+    assert "0.3" in openai_error(received)["message"]
+
+
+def test_a_head_that_stops_arriving_gets_408_after_the_head_deadline() -> None:
+    async def scenario() -> bytes:
+        async with serving(EchoApp(), head_timeout_s=0.3) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            received = await read_until_closed(reader)
+            writer.close()
+            return received
+
+    received = run(scenario())
+    assert received.startswith(b"HTTP/1.1 408 ") and openai_error(received)["code"] == "request_timeout"
+
+
+def test_a_request_past_the_whole_request_deadline_gets_504_and_the_app_a_disconnect() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        async with serving(app, request_timeout_s=0.3) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            received = await read_until_closed(reader)
+            writer.close()
+            await asyncio.wait_for(app.disconnected.wait(), 5)
+        assert received.startswith(b"HTTP/1.1 504 ") and b"connection: close" in received
+        assert openai_error(received)["type"] == "server_error"
+
+    run(scenario())
+
+
+def test_slow_clients_over_the_connection_cap_cannot_starve_health() -> None:
+    """Many connections that never finish their body: the oldest are answered 503 and closed to make
+    room, so a new client is still served."""
+
+    async def scenario() -> None:
+        async with serving(EchoApp(), max_connections=20) as (server, port):
+            slow = []
+            for _ in range(60):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+                slow.append((reader, writer))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                health = await client.get("/health", timeout=5)
+            assert health.status_code == 200
+            assert len(server.connections) <= 20
+            evicted = await read_until_closed(slow[0][0])
+            assert evicted.startswith(b"HTTP/1.1 503 ") and b"retry-after: " in evicted
+            assert openai_error(evicted)["type"] == "server_error"
+            for _, writer in slow:
+                writer.close()
+
+    run(scenario())
+
+
+def test_a_connection_over_the_cap_with_every_slot_busy_gets_503_with_retry_after() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        async with serving(app, max_connections=2) as (_, port):
+            busy = []
+            for _ in range(2):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+                busy.append(writer)
+            await asyncio.sleep(0.2)
+            received = await raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"}}")
+            for writer in busy:
+                writer.close()
+        assert received.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1\r\n" in received
+        assert b"connection: close" in received and "connections" in openai_error(received)["message"]
+
+    run(scenario())
+
+
+def test_h2c_upgrade_is_ignored_and_answered_in_http_1_1() -> None:
+    """What ``curl --http2`` sends: the upgrade is declined by answering in HTTP/1.1 (RFC 9110 §7.8),
+    the body and the requests after it are read as usual."""
+
+    async def scenario() -> bytes:
+        async with serving(EchoApp()) as (_, port):
+            upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+            return await raw_exchange(
+                port,
+                b"GET /a HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n"
+                b"POST /echo HTTP/1.1\r\nHost: x\r\n" + upgrade + b"Content-Length: 5\r\n\r\nhello"
+                b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /last 0:",
+            )
+
+    received = run(scenario())
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 3 and b"101" not in received
+    assert b"GET /a 0:" in received and b"POST /echo 5:hello" in received
+
+
+def test_a_valid_request_before_garbage_is_answered_before_the_400() -> None:
+    async def scenario() -> bytes:
+        async with serving(EchoApp()) as (_, port):
+            return await raw_exchange(
+                port, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01garbage\r\n\r\n", b"\r\n\r\n{"
+            )
+
+    received = run(scenario())
+    first, _, rest = received.partition(b"GET /first 0:")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and rest.startswith(b"HTTP/1.1 400 ")
+
+
+def test_pipelined_requests_up_to_connection_close_are_answered_and_the_rest_ignored() -> None:
+    async def scenario() -> bytes:
+        async with serving(EchoApp()) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            received = await read_until_closed(reader)
+            writer.close()
+            return received
+
+    received = run(scenario())
+    assert b"GET /one 0:" in received and received.endswith(b"GET /two 0:") and b"three" not in received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n", 400),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400),
+        (b"GET /a HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"GET /a HTTP/0.9\r\nHost: x\r\n\r\n", 505),
+    ],
+    ids=["chunk-overrun", "chunk-size", "identity-chunked", "gzip-chunked", "gzip", "http2", "http0.9"],
+)
+def test_bad_framing_and_versions_are_refused_before_the_app_sees_a_body(
+    request_bytes: bytes, status: int
+) -> None:
+    async def scenario() -> bytes:
+        async with serving(EchoApp()) as (_, port):
+            return await raw_exchange(port, request_bytes, b"}}")
+
+    received = run(scenario())
+    assert received.startswith(b"HTTP/1.1 %d " % status) and b"connection: close" in received
+    assert openai_error(received)["type"] == "invalid_request_error"
+    assert b"200 OK" not in received
+
+
+def test_413_sent_before_the_body_is_read_reaches_a_client_still_sending() -> None:
+    """The app refuses a declared 4 MiB body at once: the client, still writing, reads the whole
+    answer (with ``connection: close``) instead of a reset."""
+
+    async def scenario() -> bytes:
+        async with serving(EchoApp()) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+            sent = 0
+            try:
+                while sent < 4194304:
+                    writer.write(b"x" * 65536)
+                    await writer.drain()
+                    sent += 65536
+            except ConnectionError:
+                pass
+            received = await read_until_closed(reader)
+            writer.close()
+            return received
+
+    received = run(scenario())
+    assert received.startswith(b"HTTP/1.1 413 ") and b"connection: close" in received
+    assert received.endswith(b'{"error": "too large"}')
+
+
+def test_application_error_is_an_openai_shaped_500() -> None:
+    async def scenario() -> bytes:
+        async with serving(EchoApp()) as (_, port):
+            return await raw_exchange(port, b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n", b"}}")
+
+    received = run(scenario())
+    assert received.startswith(b"HTTP/1.1 500 ") and openai_error(received)["type"] == "server_error"
+
+
+def test_the_scope_carries_when_the_first_byte_of_the_head_arrived() -> None:
+    async def scenario() -> None:
+        app = EchoApp()
+        async with serving(app) as (_, port):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            before = time.monotonic_ns()
+            writer.write(b"GET /a HTTP/1.1\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            second_part = time.monotonic_ns()
+            writer.write(b"Host: x\r\n\r\n")
+            await reader.readuntil(b"GET /a 0:")
+            writer.close()
+        arrival = app.scopes[0]["tritonstack.arrival_ns"]
+        assert before <= arrival < second_part
+
+    run(scenario())
+
+
+class _NoUpstream:
+    """Triton stand-in for requests refused before dispatch: it must never be called."""
+
+    async def generate(self, endpoint: Any, call: Any) -> Any:
+        raise AssertionError("a refused prompt reached the upstream")
+
+    async def ready(self, endpoint: Any, timeout: float) -> bool:
+        return True
+
+    async def metrics_text(self, endpoint: Any, timeout: float) -> str:
+        return ""
+
+    async def close(self) -> None:
+        return None
+
+
+def test_health_answers_while_megabyte_prompts_are_refused() -> None:
+    """Sixteen 1 MB prompts over the model's input limit: refusing them (tokenizing or not) must not
+    hold the event loop, so /health answers throughout. Loose bound: blocked for seconds is the defect."""
+    routes = {
+        "apiVersion": "tritonstack/routes-v1",
+        "router": {"health_interval_s": 30.0, "max_body_bytes": 2 << 20},
+        "models": {
+            "m": {
+                "tokenizer_dir": str(Path(__file__).resolve().parents[1] / "examples/tokenizers/tiny-chat"),
+                "max_input_len": 64,
+                "max_output_len": 16,
+                "serving": {"kind": "aggregated", "pool": "a", "triton_model": "m_ensemble"},
+            }
+        },
+        "pools": {
+            "a": {
+                "role": "aggregated",
+                "endpoints": [{"host": "10.0.0.1", "http": 8000, "grpc": 8001, "metrics": 8002}],
+            }
+        },
+    }
+    app = RouterApp(parse_routes(yaml.safe_dump(routes)), _NoUpstream())
+    prompt = "the quick brown fox jumps over the lazy dog " * 24000  # about 1 MB
+
+    async def scenario() -> tuple[list[int], float]:
+        async with (
+            serving(app) as (_, port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client,
+        ):
+            await client.get("/health")
+            body = {"model": "m", "prompt": prompt, "max_tokens": 4}
+            refused = [asyncio.create_task(client.post("/v1/completions", json=body)) for _ in range(16)]
+            worst = 0.0
+            while not all(task.done() for task in refused):
+                started = time.monotonic()
+                assert (await client.get("/health")).status_code == 200
+                worst = max(worst, time.monotonic() - started)
+                await asyncio.sleep(0.01)
+            return [(await task).status_code for task in refused], worst
+
+    statuses, worst = run(scenario())
+    assert statuses == [400] * 16
+    assert worst < 1.0, f"/health waited {worst:.2f} s"

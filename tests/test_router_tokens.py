@@ -4,6 +4,8 @@ tokenizers and on a built byte-level tokenizer with normalizers that grow text, 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from generator.router.tokens import ModelTokenizer, byte_growth
+from generator.router.protocol import ApiError
+from generator.router.tokens import ModelTokenizer, byte_growth, check_prompt_bytes
 
 TOKENIZERS = Path(__file__).resolve().parents[1] / "examples" / "tokenizers"
 SHIPPED = ("tiny-chat", "tiny-base", "tiny-sp")
@@ -131,3 +134,47 @@ def test_plain_text_leaves_the_bos_to_a_tokenizer_that_adds_it(tokenizers: dict[
     adds_bos = ModelTokenizer(tokenizers["growing"], True)  # its post-processor writes <s> first
     assert adds_bos.plain_text("<s>user: hi") == "user: hi"
     assert adds_bos.plain_text("user: hi") == "user: hi"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=text_strategy, special=st.booleans())
+def test_encoding_without_the_gil_gives_the_same_ids(
+    tokenizers: dict[str, Any], text: str, special: bool
+) -> None:
+    for name in SHIPPED:
+        ours = ModelTokenizer(tokenizers[name], special)
+        assert ours._encode_without_gil(text, special) == ours._encode(text, special)
+
+
+def test_a_long_prompt_is_encoded_without_stopping_the_event_loop(tokenizers: dict[str, Any]) -> None:
+    """Four 1 MB prompts encoded at once: the loop keeps turning (issue 12: ``encode`` in a thread
+    still held the GIL, about half a second per megabyte, all four in a row). Loose bound, the machine
+    may be busy: blocked for seconds is the defect."""
+    tokenizer = ModelTokenizer(tokenizers["tiny-chat"], True)
+    prompt = "the quick brown fox jumps over the lazy dog " * 24000
+
+    async def scenario() -> tuple[list[int], float]:
+        encodes = asyncio.gather(*(tokenizer.encode(prompt, True) for _ in range(4)))
+        worst = 0.0
+        while not encodes.done():
+            started = time.monotonic()
+            await asyncio.sleep(0.005)
+            worst = max(worst, time.monotonic() - started)
+        return [len(ids) for ids in await encodes], worst
+
+    counts, worst = asyncio.run(scenario())
+    assert counts == [len(tokenizer._encode(prompt, True))] * 4
+    assert worst < 1.0, f"the event loop stopped for {worst:.2f} s"
+
+
+def test_a_prompt_over_the_byte_bound_is_refused_naming_the_limit() -> None:
+    check_prompt_bytes("a" * 64, 4, 16, model="m", param="prompt")  # exactly at the bound
+    check_prompt_bytes("é" * 32, 4, 16, model="m", param="prompt")  # 64 bytes in 32 characters
+    with pytest.raises(ApiError) as refused:
+        check_prompt_bytes("é" * 33, 4, 16, model="m", param="messages")
+    error = refused.value
+    assert (error.status, error.param, error.code) == (400, "messages", "context_length_exceeded")
+    assert error.message == (
+        "the prompt is 66 bytes; model 'm' accepts at most 64 bytes (4 tokens × 16 bytes), "
+        "checked before tokenizing"
+    )

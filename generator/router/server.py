@@ -5,32 +5,61 @@ latency is dominated by the code and the system calls it runs per request, cold.
 request cycle object and its middleware chain for every request and writes the response headers
 in a write of their own; here the status line and headers wait for the first body chunk and leave
 in the same write (one loopback send, one wake-up of the client fewer), and a response sent in one
-piece gets a ``Content-Length``. Parsing is ``httptools`` (llhttp), as in uvicorn.
+piece gets a ``Content-Length``. Parsing is ``httptools`` (llhttp), as in uvicorn, which
+``tests/test_router_server.py`` also runs against, as a differential check.
 
-What it does, and no more: HTTP/1.0 and 1.1, keep-alive with an idle timeout (which also bounds
-how long a client may take to send its headers), a 64 KiB bound on the request head, pipelined
-requests answered in order (reading pauses while 16 wait), request bodies in either framing with
-the socket paused while the application has not read them, writes coalesced per loop turn,
-``Expect: 100-continue``, write back-pressure, ``http.disconnect`` when the client goes, a 400 for
-unparsable requests, the ASGI lifespan, and a graceful drain: stop accepting, close idle
-connections, let requests in flight finish within a deadline, then cut the rest.
+What it does, and no more: HTTP/1.0 and 1.1, keep-alive, a 64 KiB bound on the request head,
+pipelined requests answered in order (reading pauses while 16 wait), request bodies in either
+framing with the socket paused while the application has not read them, writes coalesced per loop
+turn, ``Expect: 100-continue``, write back-pressure, ``http.disconnect`` when the client goes, the
+ASGI lifespan, and a graceful drain: stop accepting, close idle connections, let requests in flight
+finish within a deadline, then cut the rest.
+
+Hostile and careless clients (issue 12), with the limits of :class:`ClientLimits`:
+
+* every phase a client controls has a deadline: idle keep-alive (closed silently), the head from
+  its first byte (408), the body from the end of the head (408), and the whole request from its
+  first byte to the end of the response (408 while the body is still owed, else 504; the
+  application sees ``http.disconnect``);
+* a cap on open connections: at the cap the connection that has waited longest on its client
+  (idle, or in the middle of sending a request) is answered 503 and closed to make room, so slow
+  clients cannot starve ``/health``; when every connection is busy with a request the new one
+  gets the 503 instead;
+* requests already parsed are answered before a refusal (garbage after them, a client's
+  half-close), and requests after a ``Connection: close`` are ignored;
+* refused: a ``Transfer-Encoding`` other than exactly ``chunked`` (smuggling relies on the
+  difference between two parsers' readings of it), malformed chunked bodies, HTTP versions other
+  than 1.0/1.1 (505); ``Upgrade`` (``h2c`` from ``curl --http2``) is declined by answering in
+  HTTP/1.1, as RFC 9110 §7.8 allows;
+* an answer sent while the client is still sending a body says ``connection: close`` and reaches
+  the client: the server stops writing, keeps reading (and dropping) for a while, then closes,
+  instead of a reset that would destroy the answer in the client's receive buffer;
+* every error the server writes itself has OpenAI's body, ``{"error": {message, type, param, code}}``.
+
+The scope carries ``tritonstack.arrival_ns``: ``time.monotonic_ns()`` when the first byte of the
+request head arrived, so the application can count queueing in front of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
 
-__all__ = ["HttpServer"]
+from generator.router.protocol import ApiError, error_body
+from generator.router.settings import RouterSettings
+
+__all__ = ["ARRIVAL_NS", "ClientLimits", "HttpServer"]
 
 log = logging.getLogger("tritonstack.router")
 
@@ -39,11 +68,65 @@ App = Callable[
     Awaitable[None],
 ]
 
+ARRIVAL_NS = "tritonstack.arrival_ns"  # scope key: monotonic ns when the request head's first byte came
 _BODY_HIGH_WATER = 1 << 18  # request body bytes held for the application before reading pauses
 _MAX_HEAD_BYTES = 1 << 16  # request line and headers; beyond this the answer is 431
 _MAX_PIPELINED = 16  # parsed requests waiting on one connection before reading pauses
 _FLUSH_AT = 1 << 16  # coalesced response bytes that go out at once, without waiting for the loop turn
 _STATUS_LINES: dict[int, bytes] = {}
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What one client connection may take, from the ``router:`` settings."""
+
+    keep_alive_s: float  # idle between requests; the connection is closed silently
+    head_timeout_s: float  # first byte of a request head → end of the head
+    body_timeout_s: float  # end of the head → end of the body
+    request_timeout_s: float  # first byte of the head → end of the response
+    max_connections: int  # open client connections in this process
+    retry_after_s: int  # the Retry-After of a 503 at the connection cap
+
+    @classmethod
+    def from_settings(cls, settings: RouterSettings) -> ClientLimits:
+        return cls(
+            keep_alive_s=settings.client_keep_alive_s,
+            head_timeout_s=settings.client_head_timeout_s,
+            body_timeout_s=settings.client_body_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            max_connections=settings.max_connections,
+            retry_after_s=settings.retry_after_s,
+        )
+
+    def replace(self, **changes: Any) -> ClientLimits:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """An error the server answers itself, then closes the connection."""
+
+    status: int
+    message: str
+    code: str
+    kind: str = "invalid_request_error"
+    retry_after: int | None = None
+
+    def response(self, date_header: bytes) -> bytes:
+        body = error_body(ApiError(self.status, self.message, self.kind, code=self.code))
+        retry = b"retry-after: %d\r\n" % self.retry_after if self.retry_after is not None else b""
+        return (
+            _status_line(self.status)
+            + date_header
+            + b"content-type: application/json\r\nconnection: close\r\n"
+            + retry
+            + b"content-length: %d\r\n\r\n" % len(body)
+            + body
+        )
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing; the connection holds the refusal."""
 
 
 def _status_line(status: int) -> bytes:
@@ -83,7 +166,9 @@ class _Request:
         "chunked",
         "conn",
         "continue_sent",
+        "deadline",
         "expect_continue",
+        "failed",
         "final_delivered",
         "head",
         "keep_alive",
@@ -91,6 +176,7 @@ class _Request:
         "remaining",
         "response_done",
         "scope",
+        "upgrade_framing",
         "waiter",
     )
 
@@ -103,6 +189,7 @@ class _Request:
         self.expect_continue = expect_continue
         self.continue_sent = False
         self.final_delivered = False
+        self.failed = False  # the server answered it (deadline, broken body): the app sees a disconnect
         self.body: deque[bytes] = deque()
         self.pending = 0
         self.body_done = False
@@ -111,6 +198,8 @@ class _Request:
         self.remaining: int | None = None  # Content-Length still to send, when the app gave one
         self.response_done = False
         self.waiter: asyncio.Future[None] | None = None
+        self.deadline: asyncio.TimerHandle | None = None  # the whole-request deadline
+        self.upgrade_framing: bytes | None = None  # an Upgrade request's body framing (see _after_upgrade)
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -169,7 +258,9 @@ class _Request:
                 else:
                     self.chunked = True
                     head += b"transfer-encoding: chunked\r\n"
-            if self.conn.server.draining:
+            if conn.server.draining or not self.body_done:
+                # An answer before the whole body (a 413) ends the connection: the rest of the body
+                # cannot be skipped safely. The client learns it from the header.
                 self.keep_alive = False
             if not self.keep_alive:
                 head += b"connection: close\r\n"
@@ -214,6 +305,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.limits = server.limits
         assert server.loop is not None
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
@@ -226,15 +318,26 @@ class _Connection(asyncio.Protocol):
         self._out_bytes = 0
         self._flush_pending = False
         self._head_bytes = 0
-        self._head_too_large = False
         self._pipeline_paused = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._framing: bytes | None = None  # the head's Content-Length or Transfer-Encoding line
         self._parsing: _Request | None = None  # the request whose body is being parsed
         self._queue: deque[_Request] = deque()  # parsed (or being parsed) requests, oldest first
         self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
         self._addresses: tuple[Any, Any] = (None, None)
+        # The client's phase and its deadline: "idle", "head", "body" or "linger".
+        self._timer: asyncio.TimerHandle | None = None
+        self._phase = ""
+        self._in_head = False  # a request head has begun and not ended
+        self._arrival_ns = 0
+        self._arrival = 0.0  # the same instant on the loop's clock
+        self._refusal: _Refusal | None = None  # set by a parser callback that refuses the request
+        self._closing: _Refusal | None = None  # answered once the requests before it are
+        self._ignore_rest = False  # nothing more is parsed; what the client sends is dropped
+        self._lingering = False
+        self._body_only = False  # parsing the body of an Upgrade request (see _after_upgrade)
+        self._over_cap = False
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -251,28 +354,48 @@ class _Connection(asyncio.Protocol):
             tuple(peer[:2]) if isinstance(peer, tuple) else None,
             tuple(local[:2]) if isinstance(local, tuple) else None,
         )
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections and not server.evict_one():
+            self._over_cap = True  # not counted: it lingers only until the client has read the 503
+            self._finish(server.busy_refusal())
+            return
+        server.connections.add(self)
+        server.waiting[self] = None
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.server.connections.discard(self)
-        self._cancel_idle_timer()
+        self.server.waiting.pop(self, None)
+        self._cancel_timer()
         for request in self._queue:
             request.wake()
+            if request.deadline is not None:
+                request.deadline.cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
+    # No eof_received: a client's FIN closes the connection and the application sees
+    # http.disconnect (a client that gave up is far more common than one that half-closed and
+    # still reads; a cancelled generation frees the GPU).
+
     def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(b"protocol upgrades are not supported")
-        except httptools.HttpParserError as exc:
-            if self._head_too_large:
-                self._refuse(b"request line and headers over 64 KiB", 431)
-            else:
-                self._refuse(f"malformed HTTP request: {exc}".encode())
+        if self._ignore_rest:
+            return  # after a refusal, a Connection: close request, or while lingering
+        self._feed(data)
+        # Deadlines are armed here, once per read, not once per parser event.
+        if self._ignore_rest:
+            return
+        if self._in_head:
+            if self._phase != "head":
+                self._set_timer_at(self._arrival + self.limits.head_timeout_s, self._head_timed_out, "head")
+        elif self._parsing is not None:
+            if self._phase != "body":
+                self._set_timer_at(
+                    self.loop.time() + self.limits.body_timeout_s, self._body_timed_out, "body"
+                )
+        elif self._timer is not None:
+            self._cancel_timer()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -282,37 +405,102 @@ class _Connection(asyncio.Protocol):
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            if self._ignore_rest:
+                return  # data after a Connection: close request is not read
+            refusal = self._refusal
+            if refusal is None and "PRI" in str(exc):  # the HTTP/2 connection preface
+                refusal = _Refusal(505, "HTTP/2 is not supported; use HTTP/1.1", "http_version_not_supported")
+            self._refuse(refusal or _Refusal(400, f"malformed HTTP request: {exc}", "malformed_request"))
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        """Decline an ``Upgrade`` (``h2c``) by going on in HTTP/1.1. llhttp stops at the end of the
+        head and treats what follows as the new protocol (httptools skips the body of an upgrade
+        request), so a fresh parser reads on; a body the head declared is parsed behind a
+        synthetic head carrying the same framing."""
+        self.parser = httptools.HttpRequestParser(self)
+        request = self._parsing
+        if request is not None and request.scope["method"] == "CONNECT":
+            request.keep_alive = False  # a tunnel is not offered: answer and close
+            self._ignore_rest = True
+            return
+        if request is not None and request.upgrade_framing is not None:
+            self._body_only = True
+            self._feed(b"PUT / HTTP/1.1\r\n" + request.upgrade_framing + b"\r\n\r\n")
+        if rest and not self._ignore_rest:
+            self._feed(rest)
+
     # ---------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self._body_only:
+            return
+        if self._ignore_rest:
+            raise _Refused  # after a Connection: close request
+        self._arrival_ns = time.monotonic_ns()
+        self._arrival = self.loop.time()
+        self._in_head = True
         self._head_bytes = 0
         self._url = b""
         self._headers = []
+        self._framing = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        if self._body_only:
+            return
+        name = name.lower()
+        if name == b"transfer-encoding":
+            # Exactly "chunked": a list ("identity, chunked", "gzip, chunked") is read differently by
+            # different parsers, which is what request smuggling relies on.
+            if value.strip().lower() != b"chunked":
+                shown = value.decode("latin-1")[:64]
+                self._refusal = _Refusal(
+                    400,
+                    f"Transfer-Encoding {shown!r} is not supported; only chunked is",
+                    "unsupported_transfer_encoding",
+                )
+                raise _Refused
+            self._framing = b"transfer-encoding: chunked"
+        elif name == b"content-length":
+            self._framing = b"content-length: " + value
+        self._headers.append((name, value))
         self._count_head(len(name) + len(value))
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > _MAX_HEAD_BYTES:
-            self._head_too_large = True
-            raise ValueError("request head too large")  # httptools stops parsing
+            self._refusal = _Refusal(
+                431, "request line and headers over 64 KiB", "request_header_fields_too_large"
+            )
+            raise _Refused  # httptools stops parsing
 
     def on_headers_complete(self) -> None:
-        self._cancel_idle_timer()  # not before: the idle timer also bounds slow headers
+        if self._body_only:
+            return
+        self._in_head = False
+        parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._refusal = _Refusal(
+                505, f"HTTP/{version} is not supported; use HTTP/1.1", "http_version_not_supported"
+            )
+            raise _Refused
         parsed = httptools.parse_url(self._url)
         raw_path = parsed.path
-        version = self.parser.get_http_version()
         scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": version,
-            "method": self.parser.get_method().decode("ascii"),
+            "method": parser.get_method().decode("ascii"),
             "scheme": "http",
             "path": unquote(raw_path.decode("ascii", "replace")),
             "raw_path": raw_path,
@@ -321,10 +509,16 @@ class _Connection(asyncio.Protocol):
             "headers": self._headers,
             "client": self._addresses[0],
             "server": self._addresses[1],
+            ARRIVAL_NS: self._arrival_ns,
         }
         expect = any(n == b"expect" and v.lower() == b"100-continue" for n, v in self._headers)
-        keep_alive = self.parser.should_keep_alive() and not self.server.draining
+        keep_alive = parser.should_keep_alive() and not self.server.draining
         request = _Request(self, scope, keep_alive, expect)
+        if parser.should_upgrade() and self._framing not in (None, b"content-length: 0"):
+            request.upgrade_framing = self._framing
+        request.deadline = self.loop.call_at(
+            self._arrival + self.limits.request_timeout_s, self._request_timed_out, request
+        )
         self._parsing = request
         self._queue.append(request)
         if self._task is None:
@@ -343,10 +537,17 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request = self._parsing
-        if request is not None:
-            request.body_done = True
-            request.wake()
+        if request is None:
+            return
+        if request.upgrade_framing is not None and not self._body_only:
+            return  # the body comes after the upgrade exception (see _after_upgrade)
+        self._body_only = False
+        request.body_done = True
+        request.wake()
         self._parsing = None
+        self.server.waiting.pop(self, None)  # the server's turn now, not the client's
+        if not request.keep_alive:
+            self._ignore_rest = True  # nothing after a Connection: close request is read
         if len(self._queue) >= _MAX_PIPELINED and self.transport is not None and not self._pipeline_paused:
             self._pipeline_paused = True  # a client pipelining without reading answers waits
             self.transport.pause_reading()
@@ -362,10 +563,14 @@ class _Connection(asyncio.Protocol):
                 await self.server.app(request.scope, request.receive, request.send)
             except Exception:
                 log.exception("error while serving %s %s", request.scope["method"], request.scope["path"])
-                if request.head != b"" and not self.lost:  # nothing written yet: a clean 500
-                    request.head = None
-                    await request.send({"type": "http.response.start", "status": 500, "headers": []})
-                    await request.send({"type": "http.response.body", "body": b"internal server error"})
+                if request.head != b"" and not request.response_done and not self.lost:
+                    request.head = None  # nothing written yet: a clean 500
+                    error = ApiError(
+                        500, "internal error in the router", "server_error", code="internal_error"
+                    )
+                    headers = [(b"content-type", b"application/json")]
+                    await request.send({"type": "http.response.start", "status": 500, "headers": headers})
+                    await request.send({"type": "http.response.body", "body": error_body(error)})
                 elif not request.response_done and self.transport is not None:
                     self.transport.abort()  # a half-sent response cannot be ended cleanly
             finally:
@@ -373,24 +578,38 @@ class _Connection(asyncio.Protocol):
                 self.server.request_done()
             if not request.response_done and not self.lost and self.transport is not None:
                 self.transport.abort()  # the application returned without finishing its response
-            self._queue.popleft()
+            if self._queue and self._queue[0] is request:
+                self._queue.popleft()
             if (
                 self._pipeline_paused
                 and len(self._queue) < _MAX_PIPELINED // 2
                 and self.transport is not None
+                and not self._lingering
             ):
                 self._pipeline_paused = False
                 self.transport.resume_reading()
         self._task = None
-        if not self.lost:
+        self._queue_drained()
+
+    def _queue_drained(self) -> None:
+        """Every parsed request is answered: refuse what came after them, close, or wait idle."""
+        if self.lost or self._lingering:
+            return
+        if self._closing is not None:
+            self._finish(self._closing)
+        elif not self._in_head and self._parsing is None:
+            self.server.waiting[self] = None
             self._arm_idle_timer()
 
     def response_finished(self, request: _Request) -> None:
-        if not request.keep_alive or not request.body_done:
-            # An unread request body cannot be skipped safely on a kept-alive connection.
-            self.flush()
-            if self.transport is not None:
-                self.transport.close()
+        if request.deadline is not None:
+            request.deadline.cancel()
+            request.deadline = None
+        if not request.keep_alive:
+            if self._parsing is request:
+                self._parsing = None  # the rest of an unread body is dropped with the connection
+            self._ignore_rest = True
+            self._finish(None)
             return
         self.resume_if_drained(request)
 
@@ -437,42 +656,168 @@ class _Connection(asyncio.Protocol):
             self.flush()
             self.transport.close()
 
-    def _refuse(self, reason: bytes, status: int = 400) -> None:
-        if self.transport is None:
-            return
-        if not self._queue:
-            body = reason + b"\n"
-            self.flush()
-            self.transport.write(
-                _status_line(status) + b"content-type: text/plain\r\nconnection: close\r\n"
-                b"content-length: %d\r\n\r\n%b" % (len(body), body)
-            )
-            self.transport.close()
+    # ---------------------------------------------------------------- refusals and closing
+
+    def _refuse(self, refusal: _Refusal) -> None:
+        """Stop parsing and refuse the request being received."""
+        self._ignore_rest = True
+        self._in_head = False
+        if self._parsing is not None:
+            self._fail_request(self._parsing, refusal)
         else:
-            self.transport.abort()
+            self._close_with(refusal)
+
+    def _fail_request(self, request: _Request, refusal: _Refusal) -> None:
+        """The request whose body is being received cannot complete: answer ``refusal`` in its
+        place once the requests before it are answered (its application sees a disconnect)."""
+        self._ignore_rest = True
+        self._parsing = None
+        if request.deadline is not None:
+            request.deadline.cancel()
+            request.deadline = None
+        if self._queue and self._queue[0] is request:  # its application is running
+            if request.head != b"" and not request.response_done:  # nothing of its answer written
+                request.head = None
+                request.response_done = True
+                request.wake()
+                self._finish(refusal)
+            else:
+                request.keep_alive = False  # its answer is under way; the connection ends with it
+        else:
+            if self._queue and self._queue[-1] is request:
+                self._queue.pop()
+            self._close_with(refusal)
+
+    def _close_with(self, refusal: _Refusal) -> None:
+        """Answer ``refusal`` after the requests already parsed, then close."""
+        self._ignore_rest = True
+        if self._queue:
+            self._closing = refusal
+        else:
+            self._finish(refusal)
+
+    def _finish(self, refusal: _Refusal | None) -> None:
+        """Write ``refusal`` (if any) and what is pending, then close. The client may still be
+        sending (a body the answer came before): closing with unread data would reset the
+        connection and destroy the answer in the client's receive buffer, so the write side is shut
+        and what arrives is read and dropped until the client closes or ``keep_alive_s`` passes."""
+        transport = self.transport
+        if self._lingering or transport is None or self.lost:
+            return
+        self._lingering = True
+        self._ignore_rest = True
+        if refusal is not None:
+            self.write(refusal.response(self.server.clock.date_header()))
+        self.flush()
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self.read_paused or self._pipeline_paused:
+            self.read_paused = self._pipeline_paused = False
+            transport.resume_reading()
+        self._set_timer_at(self.loop.time() + self.limits.keep_alive_s, transport.abort, "linger")
+
+    def evict(self) -> None:
+        """Make room at the connection cap: this connection waits on its client (idle, or mid
+        request), and has waited longest."""
+        self.server.connections.discard(self)
+        self.server.waiting.pop(self, None)
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        request = self._parsing
+        if self._lingering or not (self._in_head or request is not None):
+            transport.abort()  # idle keep-alive, or lingering: nothing owed
+            return
+        self._ignore_rest = True
+        if request is not None:
+            request.response_done = True  # its application sees a disconnect
+            request.wake()
+        self._cancel_timer()
+        self.write(self.server.busy_refusal().response(self.server.clock.date_header()))
+        self.flush()
+        transport.close()
+        self._set_timer_at(self.loop.time() + self.limits.keep_alive_s, transport.abort, "linger")
+
+    # ---------------------------------------------------------------- deadlines
+
+    def _set_timer_at(self, when: float, callback: Callable[[], None], phase: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, callback)
+        self._phase = phase
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._phase = ""
 
     def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
         if self.server.draining:
             self.close_if_idle()
             return
-        self._idle = self.loop.call_later(self.server.keep_alive_s, self.close_if_idle)
+        self._set_timer_at(self.loop.time() + self.limits.keep_alive_s, self._idle_timed_out, "idle")
 
-    def _cancel_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+    def _idle_timed_out(self) -> None:
+        self._timer, self._phase = None, ""
+        if not self._queue and not self._in_head:
+            self.close_if_idle()
+
+    def _head_timed_out(self) -> None:
+        self._timer, self._phase = None, ""
+        if self._in_head:
+            limit = self.limits.head_timeout_s
+            self._refuse(
+                _Refusal(408, f"the request head did not arrive within {limit:g} s", "request_timeout")
+            )
+
+    def _body_timed_out(self) -> None:
+        self._timer, self._phase = None, ""
+        request = self._parsing
+        if request is None:
+            return
+        limit = self.limits.body_timeout_s
+        if self.read_paused or self._pipeline_paused:  # the server stopped reading, not the client
+            self._set_timer_at(self.loop.time() + limit, self._body_timed_out, "body")
+            return
+        self._fail_request(
+            request, _Refusal(408, f"the request body did not arrive within {limit:g} s", "request_timeout")
+        )
+
+    def _request_timed_out(self, request: _Request) -> None:
+        request.deadline = None
+        if request.response_done or self.lost or self.transport is None:
+            return
+        message = f"the request did not complete within {self.limits.request_timeout_s:g} s"
+        if not request.body_done:
+            refusal = _Refusal(408, message, "request_timeout")
+        else:
+            refusal = _Refusal(504, message, "timeout", "server_error")
+        if self._queue and self._queue[0] is request and request.head != b"":
+            if self._parsing is request:
+                self._parsing = None
+            request.response_done = True  # its application sees a disconnect
+            request.wake()
+            request.head = None
+            self._finish(refusal)
+        else:
+            self.transport.abort()  # an answer under way cannot be ended cleanly
 
 
 class HttpServer:
     """Serve ``app`` on already bound sockets until :meth:`shutdown`."""
 
-    def __init__(self, app: App, *, keep_alive_s: float = 5.0, backlog: int = 4096) -> None:
+    def __init__(self, app: App, limits: ClientLimits | None = None, *, backlog: int = 4096) -> None:
         self.app = app
-        self.keep_alive_s = keep_alive_s
+        # The router passes ClientLimits.from_settings(routes.router); others get the defaults.
+        self.limits = limits or ClientLimits.from_settings(RouterSettings())
         self.backlog = backlog
         self.clock = _Clock()
         self.connections: set[_Connection] = set()
+        # Connections waiting on their client (idle, or mid request), longest-waiting first.
+        self.waiting: dict[_Connection, None] = {}
         self.active = 0
         self.draining = False
         self._servers: list[asyncio.base_events.Server] = []
@@ -484,6 +829,7 @@ class HttpServer:
     async def start(self, sockets: list[socket.socket]) -> None:
         """Run the application's lifespan startup, then listen. Raises if startup fails."""
         self.loop = asyncio.get_running_loop()
+        _raise_open_file_limit(self.limits.max_connections)
         self._lifespan = _Lifespan(self.app)
         await self._lifespan.startup()
         for sock in sockets:
@@ -491,6 +837,22 @@ class HttpServer:
                 lambda: _Connection(self), sock=sock, backlog=self.backlog, start_serving=True
             )
             self._servers.append(server)
+
+    def evict_one(self) -> bool:
+        """Close the connection that has waited longest on its client; False when none waits."""
+        for conn in self.waiting:
+            conn.evict()
+            return True
+        return False
+
+    def busy_refusal(self) -> _Refusal:
+        return _Refusal(
+            503,
+            f"the router is at its limit of {self.limits.max_connections} open connections; retry later",
+            "server_busy",
+            "server_error",
+            retry_after=self.limits.retry_after_s,
+        )
 
     def cut_drain(self) -> None:
         """End a drain now; requests still in flight are cut."""
@@ -527,6 +889,29 @@ class HttpServer:
             await server.wait_closed()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
+
+
+def _raise_open_file_limit(max_connections: int) -> None:
+    """Each client connection is a descriptor, and so is its upstream connection: make room for
+    both under the soft limit (up to the hard one), or say that the cap cannot be reached."""
+    needed = 2 * max_connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < needed:
+        log.warning(
+            "open-file limit %d is below the %d that max_connections %d needs; accepting may fail first",
+            soft,
+            needed,
+            max_connections,
+        )
 
 
 class _Lifespan:

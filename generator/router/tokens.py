@@ -8,7 +8,14 @@ no tokenizing: for byte-level BPE (GPT-2, Llama 3, Qwen, GPT-OSS tokenizers) a p
 as many tokens as its normalized text has bytes, so a prompt whose byte count (times the
 normalizer's worst growth) is within the limit passes at once. That matters at concurrency 1, where
 the router runs between requests with cold caches and one cold encode costs a few hundred
-microseconds. Other prompts are encoded by the Rust core; long ones in a thread (it releases the GIL).
+microseconds. Other prompts are encoded by the Rust core.
+
+Long prompts must not stop the event loop (issue 12: each 1 MB prompt held ``/health`` and every
+stream for half a second). Two things see to it. :func:`check_prompt_bytes` refuses, before any
+tokenizing, a prompt with more UTF-8 bytes than ``max_input_len × prompt_bytes_per_token``. And a
+long prompt is encoded in a thread through ``Tokenizer.encode_batch``: the ``tokenizers`` binding
+releases the GIL around ``encode_batch`` (``py.allow_threads`` in ``bindings/python/src/
+tokenizer.rs``) but not around ``encode``, so ``encode`` in a thread still freezes the loop.
 """
 
 from __future__ import annotations
@@ -19,11 +26,40 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from generator.errors import RuntimeSetupError
+from generator.router.protocol import ApiError
 
-__all__ = ["THREAD_OVER_CHARS", "ModelTokenizer", "TokenizerLike", "byte_growth", "load_tokenizer"]
+__all__ = [
+    "THREAD_OVER_CHARS",
+    "ModelTokenizer",
+    "TokenizerLike",
+    "byte_growth",
+    "check_prompt_bytes",
+    "load_tokenizer",
+]
 
-# Prompts longer than this many characters are tokenized off the event loop.
+# Prompts longer than this many characters are tokenized off the event loop, without the GIL.
 THREAD_OVER_CHARS = 8192
+_MAX_UTF8_BYTES_PER_CHAR = 4
+
+
+def check_prompt_bytes(
+    text: str, max_input_len: int, bytes_per_token: int, *, model: str, param: str
+) -> None:
+    """Refuse a prompt that its size alone puts far over the model's input limit, before any
+    tokenizing: more UTF-8 bytes than ``max_input_len × bytes_per_token`` (the setting
+    ``prompt_bytes_per_token``; real text averages 3-5 bytes per token)."""
+    limit = max_input_len * bytes_per_token
+    if len(text) * _MAX_UTF8_BYTES_PER_CHAR <= limit:
+        return  # within the limit whatever its characters: no need to measure it
+    size = len(text.encode())
+    if size > limit:
+        raise ApiError(
+            400,
+            f"the prompt is {size} bytes; model {model!r} accepts at most {limit} bytes "
+            f"({max_input_len} tokens × {bytes_per_token} bytes), checked before tokenizing",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 class TokenizerLike(Protocol):
@@ -123,9 +159,14 @@ class ModelTokenizer:
             return self._rust.encode(text, add_special_tokens=special).ids
         return list(self._tok.encode(text, add_special_tokens=special))
 
+    def _encode_without_gil(self, text: str, special: bool) -> list[int]:
+        if self._rust is not None:  # encode_batch releases the GIL; encode does not
+            return self._rust.encode_batch([text], add_special_tokens=special)[0].ids
+        return list(self._tok.encode(text, add_special_tokens=special))  # a slow tokenizer holds it
+
     async def encode(self, text: str, special: bool) -> list[int]:
         if len(text) > THREAD_OVER_CHARS:
-            return await asyncio.to_thread(self._encode, text, special)
+            return await asyncio.to_thread(self._encode_without_gil, text, special)
         return self._encode(text, special)
 
     def plain_text(self, templated: str) -> str:
