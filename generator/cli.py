@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("generator.commands.render", "render the spec into DIR (model repositories, router, monitoring, deploy)"),
     "check": ("generator.commands.check", "compare DIR with a fresh render; exit 1 and print a diff on drift"),
     "up": ("generator.commands.up", "render the stack and run it on this machine; Ctrl-C stops everything"),
+    "verify": ("generator.commands.verify", "check a running stack against its spec: served configs, client requests, metrics"),
     "plan": ("generator.plan.command", "capacity plan per GPU and model: weights, KV budgets, decode ceiling, $/M"),
     "lint": ("generator.plan.lint_command", "find problems Triton would only show at load time (id, severity, fix)"),
     "recipes": ("generator.plan.recipes_command", "write per-model engine build scripts"),

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["CheckResult", "passed", "failed", "render_table", "render_json"]
+__all__ = ["CheckResult", "failed", "passed", "render_json", "render_table"]
 
 
 @dataclass(frozen=True)
