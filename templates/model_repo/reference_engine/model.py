@@ -28,10 +28,11 @@ from reference_backend import CONTRACT_FILE, BackendContract, check_parameters, 
 from reference_contract import (
     INPUT_NAMES,
     EngineConfig,
+    EnqueueError,
     ParsedRequest,
     check_requested_outputs,
     context_phase_blob,
-    parse_request,
+    parse_batch,
     read_engine_config,
     response_arrays,
 )
@@ -99,23 +100,26 @@ class TritonPythonModel:
                     waiting.append((None, answer))
                 continue
             try:
-                parsed = self._parse(request)
-                if parsed.streaming and not self.config.decoupled:
-                    raise ReferenceEngineError(
-                        "Streaming is only supported if model is deployed using decoupled mode."
-                    )
+                # One ParsedRequest per batch row (parse_batch refuses batch > 1 unless decoupled).
+                rows = self._parse(request)
                 requested = frozenset(request.requested_output_names())
                 check_requested_outputs(requested)
                 if self.config.decoupled:
-                    sink = StreamingSink(sender, parsed, requested, self)
+                    shared = RowsSender(sender, len(rows))
+                    sinks = [StreamingSink(shared, parsed, requested, self) for parsed in rows]
                 else:
+                    (parsed,) = rows
                     sink = BufferedSink(request, parsed, requested, self)
-                self.batcher.submit(parsed.engine_request, sink)
+                    sinks = [sink]
+                self.batcher.submit_all([(p.engine_request, k) for p, k in zip(rows, sinks)])
             except ReferenceEngineError as exc:
                 self.batcher.record_failure(_prompt_length(request))
-                error = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                code = (
+                    pb_utils.TritonError.INTERNAL
+                    if isinstance(exc, EnqueueError)
+                    else pb_utils.TritonError.INVALID_ARG
                 )
+                error = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), code))
                 if sender is not None:
                     sender.send(error, flags=FINAL)
                 else:
@@ -138,7 +142,7 @@ class TritonPythonModel:
 
     # ------------------------------------------------------------------ helpers
 
-    def _parse(self, request) -> ParsedRequest:
+    def _parse(self, request) -> list[ParsedRequest]:
         inputs = {}
         for name in INPUT_NAMES:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -147,7 +151,7 @@ class TritonPythonModel:
             parameters = json.loads(request.parameters() or "{}")
         except ValueError:
             parameters = {}
-        return parse_request(inputs, parameters, self.config, self.lm, request_id=request.request_id())
+        return parse_batch(inputs, parameters, self.config, self.lm, request_id=request.request_id())
 
     def _answer_stop(self, request_id: str):
         """stop=true: the backend's handleStopRequest. It cancels the executor request(s) with this
@@ -199,24 +203,57 @@ def _cancelled_response():
     )
 
 
+class RowsSender:
+    """The one response sender of a Triton request, shared by its rows (one sequence each).
+
+    Each row ends with one last response of its own; only the last row's carries the final flag, as
+    in the backend's WaitForResponse (signalFinal when the row is the last pending one of its
+    request):
+    https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L1366-L1372
+    (1.x: ModelInstanceState::WaitForResponse in NVIDIA/TensorRT-LLM
+    triton_backend/inflight_batcher_llm/src/model_instance_state.cc). A request of one row is the
+    plain case: its last response is final.
+    """
+
+    def __init__(self, sender, rows: int) -> None:
+        self._sender = sender
+        self._open = rows
+        self._lock = threading.Lock()
+
+    def send(self, response, last: bool) -> None:
+        """Send one row's response; ``last``: the row's last one (it then counts as finished)."""
+        with self._lock:
+            if last:
+                self._open -= 1
+            self._sender.send(response, flags=FINAL if last and self._open <= 0 else 0)
+
+    def is_cancelled(self) -> bool:
+        return self._sender.is_cancelled()
+
+
 class StreamingSink:
-    """Decoupled model: a response per token when streaming, else one final response."""
+    """Decoupled model, one row: a response per token when streaming, else one last response.
+
+    The row's responses go through its request's RowsSender (the final flag after every row ended).
+    """
 
     def __init__(
         self, sender, parsed: ParsedRequest, requested: frozenset[str], model: TritonPythonModel
     ) -> None:
-        self._sender = sender
+        self._sender: RowsSender = sender
         self._parsed = parsed
         self._requested = requested
         self._model = model
+        self._ended = False
 
     def deliver(self, sequence: Sequence, tokens: list[int], final: bool) -> bool:
         streaming = self._parsed.streaming and self._parsed.engine_request.request_type != "context_only"
-        if not (streaming or final):
+        if self._ended or not (streaming or final):
             return True
         response = self._model.response(sequence, self._parsed, tokens, self._requested)
+        self._ended = final
         try:
-            self._sender.send(response, flags=FINAL if final else 0)
+            self._sender.send(response, last=final)
         except pb_utils.TritonModelException:
             return False  # the stream was closed by the client
         return True
@@ -233,8 +270,11 @@ class StreamingSink:
         )
 
     def _close(self, response) -> None:
+        if self._ended:
+            return
+        self._ended = True
         try:
-            self._sender.send(response, flags=FINAL)
+            self._sender.send(response, last=True)
         except pb_utils.TritonModelException:
             pass  # nobody is listening any more; the sender is closed either way
 

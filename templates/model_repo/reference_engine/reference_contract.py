@@ -9,6 +9,7 @@ back, everything in between is plain functions that unit tests call directly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from reference_scheduler import REQUEST_TYPES, EngineRequest, Sequence
 
 __all__ = [
     "EngineConfig",
+    "EnqueueError",
     "INPUT_NAMES",
     "ParsedRequest",
     "check_requested_outputs",
     "context_phase_blob",
+    "parse_batch",
     "parse_request",
+    "split_batch",
     "read_engine_config",
     "response_arrays",
 ]
@@ -167,6 +171,104 @@ class ParsedRequest:
     return_num_output_tokens: bool
     return_log_probs: bool = False
     return_perf_metrics: bool = False
+    # Which row of the Triton request this is, and how many rows it has (batch_index is sent only
+    # when batch_size > 1).
+    batch_index: int = 0
+    batch_size: int = 1
+
+
+class EnqueueError(ReferenceEngineError):
+    """What the backend throws while it turns a Triton request into executor requests; its enqueue()
+    answers those with TRITONSERVER_ERROR_INTERNAL (sendEnqueueResponse), not INVALID_ARG.
+    https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L1003-L1006
+    """
+
+
+# Read from the Triton request as a whole, not per row: readInputsTensors skips these tensors and
+# the backend reads "streaming" with getRequestBooleanInputTensor (its first element).
+# https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/utils.cc#L240-L245
+REQUEST_LEVEL_INPUTS = ("streaming",)
+
+
+def split_batch(
+    inputs: Mapping[str, np.ndarray | None], config: EngineConfig
+) -> list[dict[str, np.ndarray | None]]:
+    """Split a Triton request's tensors into one set per batch row, as the backend does before it
+    builds one executor request per row (utils.cc splitBatchInputsTensors):
+    https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/utils.cc#L158-L217
+    (1.x: the same function in NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/utils.cc).
+
+    The batch size is input_ids' first dimension. With more than one row input_lengths is required,
+    every tensor is sliced along the batch dimension (each row keeps a batch dim of 1) and each
+    row's input_ids is cut to its input_lengths (parse_request does the cut). A request of batch 1
+    is passed on unchanged.
+    """
+    if config.max_batch_size <= 0:
+        return [dict(inputs)]  # no batch dimension: always one sequence
+    input_ids = inputs.get("input_ids")
+    if input_ids is None:
+        return [dict(inputs)]  # parse_request names what is missing
+    input_ids = np.asarray(input_ids)
+    if input_ids.ndim != 2:
+        raise EnqueueError("Expected inputTokens tensors to have 2 dimensions")
+    size = input_ids.shape[0]
+    if size <= 1:
+        return [dict(inputs)]
+    lengths = inputs.get("input_lengths")
+    if lengths is None:
+        raise EnqueueError("input lengths tensor not provided")
+    lengths = np.asarray(lengths)
+    # The backend sees input_lengths as [batch] (config.pbtxt reshapes its dims [1] to []); a
+    # caller that passes [batch, 1] is read the same way.
+    if lengths.ndim not in (1, 2) or (lengths.ndim == 2 and lengths.shape[1] != 1):
+        raise EnqueueError("Expected inputLengths tensors to have 1 dimension")
+    rows: list[dict[str, np.ndarray | None]] = [{} for _ in range(size)]
+    for name, value in inputs.items():
+        if value is None:
+            for row in rows:
+                row[name] = None
+            continue
+        value = np.asarray(value)
+        if name in REQUEST_LEVEL_INPUTS:
+            first = value.reshape(-1)[:1]
+            for row in rows:
+                row[name] = first
+            continue
+        if value.ndim == 0 or value.shape[0] != size:
+            # Triton refuses this before the model sees it ("batch size does not match other inputs").
+            raise EnqueueError(
+                f"input {name} has batch size {value.shape[0] if value.ndim else 0} but input_ids has {size} rows"
+            )
+        for index, row in enumerate(rows):
+            row[name] = value[index : index + 1]
+    return rows
+
+
+def parse_batch(
+    inputs: Mapping[str, np.ndarray | None],
+    parameters: Mapping[str, object],
+    config: EngineConfig,
+    lm: ReferenceLM,
+    request_id: str = "",
+) -> list[ParsedRequest]:
+    """One ParsedRequest per batch row of a Triton request, with the backend's checks in its order:
+    split the rows (split_batch), then createRequestsFromInputTensors' two mode checks, then each row.
+    https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/utils.cc#L895-L908
+    (1.x: createRequestsFromInputTensors in NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/utils.cc).
+    All rows share the Triton request id (a stop request stops every row) and the request parameters.
+    """
+    rows = split_batch(inputs, config)
+    if len(rows) > 1 and not config.decoupled:
+        raise EnqueueError(
+            "Batch size > 1 requires the tensorrt_llm backend to be using decoupled transaction policy"
+        )
+    streaming = np.asarray(inputs.get("streaming") if inputs.get("streaming") is not None else False)
+    if not config.decoupled and streaming.size and bool(streaming.reshape(-1)[0]):
+        raise EnqueueError("Streaming is only supported if model is deployed using decoupled mode.")
+    parsed = [parse_request(row, parameters, config, lm, request_id=request_id) for row in rows]
+    if len(parsed) == 1:
+        return parsed
+    return [dataclasses.replace(p, batch_index=i, batch_size=len(parsed)) for i, p in enumerate(parsed)]
 
 
 def parse_request(
@@ -176,7 +278,8 @@ def parse_request(
     lm: ReferenceLM,
     request_id: str = "",
 ) -> ParsedRequest:
-    """Validate one request's tensors (with their batch dim) and request parameters."""
+    """Validate one row's tensors (with a batch dim of 1) and the request parameters; a Triton
+    request of several rows goes through parse_batch, which splits it first."""
     batched = config.max_batch_size > 0
 
     def get(name: str) -> np.ndarray | None:
@@ -188,8 +291,8 @@ def parse_request(
             value = value[np.newaxis, ...]
         if value.shape[0] != 1:
             raise ReferenceEngineError(
-                f"input {name} has batch size {value.shape[0]}; the reference engine takes one sequence per "
-                "request (send batch size 1, as the ensemble and BLS do)"
+                f"input {name} has batch size {value.shape[0]}; parse_request reads one row (parse_batch "
+                "splits a batched request into rows)"
             )
         return value[0]
 
@@ -380,8 +483,9 @@ def response_arrays(
 
     ``order`` is the backend's (backend_contract.json's response_order); an output it does not list
     comes after the listed ones. Presence follows ModelInstanceState::fillTritonResponse: output_ids
-    and sequence_length always; batch_index only for a request batch > 1 and sequence_index only for
-    num_return_sequences > 1 (the reference engine takes neither, so never); log probs only with
+    and sequence_length always; batch_index (the row, shape [1, 1]) only for a Triton request of
+    batch > 1; sequence_index only for num_return_sequences > 1 (the reference engine does not take
+    it, so never); log probs only with
     return_log_probs; context_phase_params for context_only requests; num_input_tokens /
     num_output_tokens only when their return_* flag is set; perf metrics only with return_perf_metrics.
     Of those, only what the request asked for (an empty ``requested``: everything).
@@ -411,6 +515,9 @@ def response_arrays(
     if parsed.return_log_probs:
         producers["output_log_probs"] = lambda: np.zeros((1, len(ids)), dtype=np.float32)
         producers["cum_log_probs"] = lambda: np.zeros(1, dtype=np.float32)
+    if parsed.batch_size > 1:
+        # https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L1211-L1219
+        producers["batch_index"] = lambda: i32(parsed.batch_index)
     if blob is not None:
         producers["context_phase_params"] = lambda: np.frombuffer(blob, dtype=np.uint8).copy()
     if parsed.return_num_input_tokens:

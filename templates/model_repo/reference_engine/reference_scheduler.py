@@ -161,6 +161,22 @@ class InflightBatcher:
 
     def submit(self, request: EngineRequest, sink: SequenceSink) -> Sequence:
         """Queue a validated request; raises ReferenceEngineError if it could never be served."""
+        return self.submit_all([(request, sink)])[0]
+
+    def submit_all(self, rows: list[tuple[EngineRequest, SequenceSink]]) -> list[Sequence]:
+        """Queue the rows of one Triton request together, or none of them: every row is checked
+        before any is queued (the backend builds all executor requests of a batched Triton request
+        before it enqueues them, and one bad row fails the whole request), and they reach the
+        waiting queue in row order in the same step."""
+        for request, _ in rows:
+            self._check(request)
+        sequences = [self._sequence(request, sink) for request, sink in rows]
+        with self._wakeup:
+            self._incoming.extend(sequences)
+            self._wakeup.notify()
+        return sequences
+
+    def _check(self, request: EngineRequest) -> None:
         if request.request_type not in REQUEST_TYPES:
             raise ReferenceEngineError(
                 f"request_type {request.request_type!r} is not one of {', '.join(REQUEST_TYPES)}"
@@ -173,20 +189,19 @@ class InflightBatcher:
                 f"but the whole cache holds {self.pool.num_blocks}; raise kv_blocks / max_tokens_in_paged_kv_cache "
                 "or lower max_tokens"
             )
+
+    def _sequence(self, request: EngineRequest, sink: SequenceSink) -> Sequence:
         state = SequenceState(
             prompt=request.prompt,
             params=request.params,
             natural_end=natural_length(self.lm.seed, request.prompt),
         )
-        sequence = Sequence(request=request, state=state, sink=sink, arrival_ns=self._wall_ns())
-        with self._wakeup:
-            self._incoming.append(sequence)
-            self._wakeup.notify()
-        return sequence
+        return Sequence(request=request, state=state, sink=sink, arrival_ns=self._wall_ns())
 
     def stop_request(self, request_id: str) -> None:
-        """Stop the sequence(s) with this request id: they end at the next step with a normal final
-        response (counted as cancelled); an unknown id is no error (the request may have finished)."""
+        """Stop the sequence(s) with this request id (every row of a batched request shares it): they
+        end at the next step with a normal final response (counted as cancelled); an unknown id is no
+        error (the request may have finished)."""
         with self._stop_lock:
             self._stop_ids.add(request_id)
         self.wake()
