@@ -65,13 +65,16 @@ def fetch_metrics(url: str, timeout: float, *, max_bytes: int, clock: Clock = ti
         if response.length is not None and response.length > max_bytes:
             announced = f"answer of {response.length} bytes"
             raise TargetFetchError(f"{url}: {announced} is larger than max_target_bytes ({_size(max_bytes)})")
-        body = bytearray()
-        # One byte past the cap is enough to know the answer is too large; never read more.
-        while chunk := response.read(min(READ_CHUNK_BYTES, max_bytes + 1 - len(body))):
-            body += chunk
-            if len(body) > max_bytes:
+        # Chunks, joined once at the end: no buffer doubling as it grows, and a refused answer never
+        # was one large allocation. One byte past the cap is enough to know it is too large.
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := response.read(min(READ_CHUNK_BYTES, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
                 raise TargetFetchError(f"{url}: answer larger than max_target_bytes ({_size(max_bytes)})")
-        return body.decode("utf-8", errors="replace")
+        return b"".join(chunks).decode("utf-8", errors="replace")
     except (_DeadlinePassed, TimeoutError):
         raise TargetFetchError(f"{url}: no complete answer within {timeout:.2g} s") from None
     except (OSError, http.client.HTTPException) as exc:
