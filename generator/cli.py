@@ -11,9 +11,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from generator import __version__
 from generator.errors import TritonstackError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main", "report_error"]
 
 # command name → (module, one-line help); the order is the order of `tritonstack --help`. Only the
 # module of the command being run is imported, so `--help` and short commands start fast.
@@ -30,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("generator.exporter.command", "serve Prometheus metrics: tokens/s, KV cache, resident memory"),
     "bench": ("generator.bench.command", "benchmark OpenAI-compatible stacks side by side (TTFT, tokens/s)"),
     "schema": ("generator.commands.schema", "print the JSON Schema of stack.yaml (e.g. > stack.schema.json)"),
+    "doctor": ("generator.commands.doctor", "report what this machine has for `up` (tritonserver, numpy, tools) and how to add what is missing"),
 }
 
 DESCRIPTION = """\
@@ -50,6 +52,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritonstack", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"tritonstack {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
@@ -76,13 +79,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args))
     except TritonstackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        report_error(exc)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
+
+
+def report_error(exc: TritonstackError) -> None:
+    """One ``error:`` per problem, so that each of several spec problems reads as an error."""
+    for problem in exc.problem_lines():
+        print(f"error: {problem}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,16 @@ __all__ = [
     "DriftError",
     "PlanError",
     "RuntimeSetupError",
+    "EnvironmentNotReady",
 ]
 
 
 class TritonstackError(Exception):
     """Base of every error meant for the user."""
+
+    def problem_lines(self) -> list[str]:
+        """What the CLI prints, each entry after its own ``error:`` (continuation lines as they are)."""
+        return [str(self)]
 
 
 class SpecError(TritonstackError):
@@ -29,6 +34,9 @@ class SpecError(TritonstackError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+    def problem_lines(self) -> list[str]:
+        return self.problems
 
 
 class PlanError(TritonstackError):
@@ -50,6 +58,9 @@ class ValidationFailure(TritonstackError):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
+    def problem_lines(self) -> list[str]:
+        return self.problems
+
 
 class WriteError(TritonstackError):
     """The output directory could not be written safely."""
@@ -65,3 +76,14 @@ class DriftError(TritonstackError):
 
 class RuntimeSetupError(TritonstackError):
     """A runtime part (tritonserver, router, exporter) cannot start."""
+
+
+class EnvironmentNotReady(RuntimeSetupError):
+    """This machine lacks something the stack needs; one entry per problem, each with its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def problem_lines(self) -> list[str]:
+        return self.problems

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_spec_argument", "add_out_argument", "add_reference_engine_argument"]
+from generator.spec import load_spec
+
+__all__ = ["add_out_argument", "add_reference_engine_argument", "add_spec_argument", "default_out_dir"]
 
 
 def add_spec_argument(parser: argparse.ArgumentParser) -> None:
@@ -24,3 +26,9 @@ def add_reference_engine_argument(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve every model with the CPU reference engine (no GPU, no TensorRT-LLM needed)",
     )
+
+
+def default_out_dir(spec: Path) -> Path:
+    """``build/<spec name>/``: where ``up`` and ``make demo`` write a stack they run here, so each
+    spec refreshes its own output and never collides with another spec's or a GitOps ``build/``."""
+    return Path("build") / load_spec(spec).name

@@ -8,10 +8,11 @@ import sys
 import threading
 from pathlib import Path
 
-from generator.commands.common import add_out_argument, add_reference_engine_argument, add_spec_argument
-from generator.errors import RuntimeSetupError
-from generator.pipeline import build
+from generator.commands.common import add_reference_engine_argument, add_spec_argument, default_out_dir
+from generator.errors import EnvironmentNotReady, RuntimeSetupError
+from generator.pipeline import Built, build
 from generator.render.options import RenderOptions
+from generator.runtime.environment import preflight, python_stub_count
 from generator.runtime.launcher import Launcher, LaunchSettings, Managed, launch_notes, tail
 from generator.runtime.local_stack import LocalStackSettings, start_local_stack
 from generator.runtime.tritonserver import find_tritonserver
@@ -19,7 +20,9 @@ from generator.write import write_output
 
 HELP = "render the stack and run it on this machine; Ctrl-C stops everything"
 DESCRIPTION = """\
-Render the spec into DIR, start one tritonserver per pool replica on free ports, then the router,
+Render the spec into DIR (default: build/<spec name>/, where `make demo` writes the quickstart, so a
+second `up` refreshes its own output), check this machine (tritonserver, the python backend stub,
+numpy, ports, /dev/shm: `tritonstack doctor` shows the same), start one tritonserver per pool replica on free ports, then the router,
 the exporter and (when installed) Prometheus; wait until all are ready and print their addresses.
 Ctrl-C (or SIGTERM) stops everything; so does any process dying, with the tail of its log. Logs and
 the local configs go to DIR.run/. On a machine without a GPU use --reference-engine.
@@ -28,7 +31,9 @@ the local configs go to DIR.run/. On a machine without a GPU use --reference-eng
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_spec_argument(parser)
-    add_out_argument(parser)
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="output directory (default: build/<spec name>/)"
+    )
     add_reference_engine_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address everything binds to (default: 127.0.0.1)")
     parser.add_argument("--router-port", type=int, default=None, help="default: the spec's router.port; 0 = any free")
@@ -44,9 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is None:
+        args.out = default_out_dir(args.spec)
     built = build(args.spec, args.out, reference_engine=args.reference_engine)
     for note in [*built.notes, *launch_notes(built.stack)]:
         print(f"note: {note}")
+    _check_environment(built, args)
     write_output(built.files, args.out, force=args.force)
     install = find_tritonserver()
     if any(m.engine_dir is not None for m in built.stack.models) and install.source == "pytriton wheel":
@@ -95,6 +103,19 @@ def run(args: argparse.Namespace) -> int:
             launcher.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _check_environment(built: Built, args: argparse.Namespace) -> None:
+    """Refuse before anything is written or started when this machine cannot run the stack."""
+    stack = built.stack
+    ports = {
+        "router": stack.router.port if args.router_port is None else args.router_port,
+        "exporter": stack.exporter.port if args.exporter_port is None else args.exporter_port,
+    }
+    stubs = python_stub_count(built.files, {pool.name: pool.replicas for pool in stack.pools})
+    failed = [f for f in preflight(python_stubs=stubs, ports=ports, host=args.host) if not f.ok and f.needed_by_up]
+    if failed:
+        raise EnvironmentNotReady([f"{f.name}: {f.detail}\n  fix: {f.fix}" for f in failed])
 
 
 def _progress(member: Managed) -> None:
