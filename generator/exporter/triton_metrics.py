@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 
 from generator.errors import TritonstackError
 
-__all__ = ["STEP_OF_SUFFIX", "TritonParseError", "PoolValues", "parse_triton_metrics", "samples"]
+__all__ = [
+    "ENGINE_FAMILIES",
+    "STEP_OF_SUFFIX",
+    "TRITON_FAMILIES",
+    "TritonParseError",
+    "PoolValues",
+    "parse_triton_metrics",
+    "samples",
+]
 
 STEP_OF_SUFFIX = {
     "ensemble": "entry",
@@ -66,6 +74,14 @@ _ENGINE = {
     ("nv_trt_llm_kv_cache_block_metrics", "kv_cache_block_type", "fraction"): "kv_fraction",
     ("nv_trt_llm_general_metrics", "general_type", "iteration_counter"): "iterations",
 }
+
+# The families this module reads: Triton core families of every model, and the TensorRT-LLM families
+# of each engine model (what `tritonstack verify` expects a served stack to publish).
+TRITON_FAMILIES: tuple[str, ...] = tuple(_CORE)
+ENGINE_FAMILIES: tuple[str, ...] = (
+    *dict.fromkeys(family for family, _, _ in _ENGINE),
+    *dict.fromkeys(name.rsplit("_", 1)[0] for name in _TOKENS),
+)
 
 
 class TritonParseError(TritonstackError):

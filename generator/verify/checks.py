@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
 from generator.exporter.catalogue import CATALOGUE
-from generator.exporter.triton_metrics import TritonParseError, samples
+from generator.exporter.triton_metrics import ENGINE_FAMILIES, TRITON_FAMILIES, TritonParseError, samples
 from generator.naming import model_triton_models, triton_names
 from generator.render.llmapi import uses_llm_api
 from generator.spec import Pool, Stack
@@ -39,25 +39,6 @@ __all__ = [
 ]
 
 ModelConfig = model_config_pb2.ModelConfig
-
-# Triton core families the exporter turns into tritonstack_triton_* (generator/exporter/triton_metrics.py).
-TRITON_FAMILIES = (
-    "nv_inference_request_success",
-    "nv_inference_request_failure",
-    "nv_inference_queue_duration_us",
-    "nv_inference_compute_infer_duration_us",
-    "nv_inference_request_duration_us",
-    "nv_inference_pending_request_count",
-)
-# TensorRT-LLM families of each engine model: engine state, KV cache, iterations, token counts.
-ENGINE_FAMILIES = (
-    "nv_trt_llm_request_metrics",
-    "nv_trt_llm_kv_cache_block_metrics",
-    "nv_trt_llm_general_metrics",
-    "nv_llm_input_token_len",
-    "nv_llm_output_token_len",
-)
-
 
 @dataclass(frozen=True)
 class ReplicaAddress:
