@@ -37,7 +37,7 @@ import orjson
 from generator.errors import TritonstackError
 from generator.router.app import RouterApp
 from generator.router.config import Routes, load_routes
-from generator.router.server import HttpServer
+from generator.router.server import ClientLimits, HttpServer
 from generator.router.upstream import GrpcUpstream, HttpUpstream, Upstream
 
 __all__ = ["HELP", "bind_socket", "configure", "log_formatter", "main", "make_upstream", "run"]
@@ -159,7 +159,7 @@ def _serve(
     _configure_logging(log_level, log_format)
     routes = load_routes(config_path)
     app = RouterApp(routes, make_upstream(routes), metrics_dir=metrics_dir)
-    server = HttpServer(app)
+    server = HttpServer(app, ClientLimits.from_settings(routes.router))
 
     async def serve() -> int:
         loop = asyncio.get_running_loop()
