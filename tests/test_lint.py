@@ -124,21 +124,46 @@ def test_kv_reuse_needs_paged_context_fmha(tmp_path: Path, fmha: bool, expected:
     assert ("TS006" in _ids(stack)) is expected
 
 
-def _tokenizer(directory: Path, template: bool) -> Path:
+LLAMA_VOCAB = {"<|begin_of_text|>": 0, "hello": 1, "world": 2}
+OTHER_VOCAB = {"<s>": 0, "bonjour": 1, "monde": 2}
+
+
+def _tokenizer(directory: Path, template: bool, vocab: dict[str, int] | None = None) -> Path:
     directory.mkdir(parents=True)
     config = {"tokenizer_class": "PreTrainedTokenizerFast"}
     if template:
         config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = {"model": {"type": "BPE", "vocab": vocab or LLAMA_VOCAB}, "added_tokens": []}
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
     return directory
 
 
 def test_chat_template_missing_suggests_a_sibling(tmp_path: Path) -> None:
+    # "a-other" sorts first and has a template, but another vocabulary: never suggested (issue 15).
+    _tokenizer(tmp_path / "models" / "a-other", template=True, vocab=OTHER_VOCAB)
     _tokenizer(tmp_path / "models" / "llama-fp8", template=True)
     _tokenizer(tmp_path / "models" / "llama-nvfp4", template=False)
     stack = _stack("{name: m, reference_engine: {}, tokenizer_dir: models/llama-nvfp4}")
     findings = [f for f in lint_stack(stack, base_dir=tmp_path, catalogs=CAT) if f.id == "TS004"]
-    assert len(findings) == 1 and "llama-fp8" in findings[0].fix
+    assert len(findings) == 1 and "llama-fp8" in findings[0].fix and "a-other" not in findings[0].fix
+    assert "same base model" in findings[0].fix
+
+
+def test_chat_template_sibling_of_another_model_is_not_suggested(tmp_path: Path) -> None:
+    _tokenizer(tmp_path / "models" / "qwen", template=True, vocab=OTHER_VOCAB)
+    _tokenizer(tmp_path / "models" / "llama-nvfp4", template=False)
+    stack = _stack("{name: m, reference_engine: {}, tokenizer_dir: models/llama-nvfp4}")
+    findings = [f for f in lint_stack(stack, base_dir=tmp_path, catalogs=CAT) if f.id == "TS004"]
+    assert len(findings) == 1 and "qwen" not in findings[0].fix
+    assert "add the model's chat_template" in findings[0].fix
+
+
+def test_tokenizer_only_on_the_node_is_not_checked_here(tmp_path: Path) -> None:
+    stack = _stack("{name: m, reference_engine: {}, tokenizer_dir: /srv/models/nowhere-here}")
+    findings = [f for f in lint_stack(stack, base_dir=tmp_path, catalogs=CAT) if f.id in ("TS004", "TS019")]
+    assert [f.id for f in findings] == ["TS019"]
+    assert findings[0].severity == "info" and "not checked here" in findings[0].message
     fixed = _stack("{name: m, reference_engine: {}, tokenizer_dir: models/llama-fp8}")
     assert "TS004" not in _ids(fixed, tmp_path)
     no_chat = _stack("{name: m, reference_engine: {}, tokenizer_dir: models/llama-nvfp4, chat: false}")
@@ -176,7 +201,7 @@ def test_quickstart_is_clean_and_lint_command_exit_codes(capsys: pytest.CaptureF
 
 
 def test_every_lint_id_is_tested() -> None:
-    covered = set(CASES) | {"TS004", "TS006", "TS009", "TS012"}
+    covered = set(CASES) | {"TS004", "TS006", "TS009", "TS012", "TS018", "TS019"}
     assert covered == set(LINTS)
 
 
@@ -185,3 +210,15 @@ def test_unreadable_model_file(tmp_path: Path) -> None:
     stack = _stack(f"{{name: m, engine_dir: /e, checkpoint_dir: {tmp_path}, tokenizer_dir: /t, precision: fp8}}")
     assert "TS012" in _ids(stack)
     assert "TS012" not in _ids(_stack(f"{{{BASE}, {FP8_CKPT}, precision: fp8}}"))
+
+
+def test_unknown_quantization_is_a_warning_that_says_what_was_assumed(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    config = json.loads((MODELS / "llama-3.1-8b-instruct" / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    (checkpoint / "hf_quant_config.json").write_text(json.dumps({"quantization": {"quant_algo": "MIXED_PRECISION"}}))
+    stack = _stack(f"{{{BASE}, checkpoint_dir: {checkpoint}, precision: fp8}}")
+    findings = [f for f in lint_stack(stack, base_dir=Path("/"), catalogs=CAT) if f.id == "TS018"]
+    assert len(findings) == 1 and findings[0].severity == "warning"
+    assert "MIXED_PRECISION" in findings[0].message and "planned as fp8" in findings[0].message

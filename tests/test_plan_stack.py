@@ -72,7 +72,10 @@ def test_single_model_budget_is_hand_computed() -> None:
     activations = 8192 * (10 * 4096 + 3 * 14336) * 2 + 64 * 128256 * 4
     overhead = c.runtime_overhead_gib * GIB
     per_token = 2 * 32 * 8 * 128  # FP8 KV (from hf_quant_config.json)
-    budget = int((capacity - weights - activations - overhead) * c.kv_share_of_free // per_token)
+    share = int((capacity - weights - activations - overhead) * c.kv_share_of_free // per_token)
+    # The engine can hold at most max_batch_size x max_seq_len tokens (reuse is off: no headroom).
+    budget = min(share, 64 * (8192 + 2048))
+    assert budget == 655360 < share
     assert model.weight_bytes_per_gpu == weights
     assert model.kv_cache_dtype == "fp8"
     assert model.kv_token_budget == budget

@@ -65,9 +65,20 @@ def test_bf16_on_hopper_has_no_fp8_flags(tmp_path: Path) -> None:
     assert "--max_num_tokens 8192" in build[1]
 
 
-def test_pre_quantized_checkpoint_asks_for_the_bf16_original() -> None:
+def test_published_quantized_checkpoint_is_used_as_it_is(tmp_path: Path) -> None:
+    """hf_quant_config.json in the wanted format: convert it, never quantize it again (issue 15)."""
+    checkpoint = MODELS / "llama-3.1-8b-instruct-fp8"
+    stack = _stack(f"{{name: m, engine_dir: /e, checkpoint_dir: {checkpoint}, tokenizer_dir: /t, precision: fp8}}")
+    script = build_recipes(stack, base_dir=Path("/"))[0].script
+    lines = _dry_run(script, tmp_path)
+    assert "quantize.py" not in script and "hf_ptq.py" not in script
+    assert "convert_checkpoint.py" in lines[0] and str(checkpoint) in lines[0] and "--tp_size 1" in lines[0]
+    assert lines[1].startswith("trtllm-build ") and "--gemm_plugin fp8" in lines[1]
+
+
+def test_quantized_checkpoint_in_another_format_asks_for_the_bf16_original() -> None:
     stack = _stack(
-        f"{{name: m, engine_dir: /e, checkpoint_dir: {MODELS / 'llama-3.1-8b-instruct-fp8'}, tokenizer_dir: /t, precision: fp8}}"
+        f"{{name: m, engine_dir: /e, checkpoint_dir: {MODELS / 'llama-3.1-8b-instruct-fp8'}, tokenizer_dir: /t, precision: nvfp4}}"
     )
     script = build_recipes(stack, base_dir=Path("/"))[0].script
     assert 'SOURCE_CHECKPOINT="${SOURCE_CHECKPOINT:-/path/to/bf16-hf-checkpoint}"' in script

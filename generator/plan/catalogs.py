@@ -38,6 +38,9 @@ class Gpu:
     nvlink: bool
     first_trtllm: str
     sources: tuple[str, ...]
+    gpus_per_node: int = 8
+    interconnect_gb_s: float = 64.0
+    assumed_price_per_gpu_hour: float | None = None
 
     @property
     def sm_tuple(self) -> tuple[int, int]:
@@ -66,6 +69,23 @@ class Gpu:
     @property
     def bandwidth_bytes_s(self) -> float:
         return self.bandwidth_tb_s * 1e12
+
+    def dense_tflops(self, format_key: str) -> float:
+        """Dense Tensor Core peak that GEMMs of weights in ``format_key`` run at.
+
+        FP8-class formats (FP8, MXFP8, INT8) use the FP8 rate; NVFP4 the FP4 rate; MXFP4 weights run
+        as W4A8 (FP8 activations) on Blackwell and weight-only (BF16 math) elsewhere, like INT4 AWQ.
+        A rate the catalog does not have falls back to the next slower one it has.
+        """
+        rates = {"bf16": self.bf16_tflops, "fp8": self.fp8_tflops, "fp4": self.fp4_tflops}
+        wanted = {
+            "fp8": "fp8", "mxfp8": "fp8", "int8_sq": "fp8", "nvfp4": "fp4",
+            "mxfp4": "fp8" if self.is_blackwell else "bf16",
+        }.get(format_key, "bf16")
+        for kind in {"fp4": ("fp4", "fp8", "bf16"), "fp8": ("fp8", "bf16"), "bf16": ("bf16",)}[wanted]:
+            if rates[kind]:
+                return float(rates[kind])
+        raise TritonstackError(f"{self.key}: the catalog has no Tensor Core rate for {format_key}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,11 @@ class PlannerConstants:
     kv_share_of_free: float
     default_max_num_tokens: int
     tokens_per_block: int
+    kv_reuse_headroom: float = 1.0
+    prefill_compute_efficiency: float = 0.5
+    decode_step_overhead_us: float = 500.0
+    allreduce_latency_us: float = 8.0
+    kv_transfer_efficiency: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,14 @@ class _Keys:
             raise FactsError(f"{self.where}: missing {' / '.join(names)}; the planner needs it")
         return default
 
+    def positive(self, *names: str) -> int:
+        """An integer that must be at least 1 (a count the planner divides by)."""
+        value = self.integer(*names)
+        if value <= 0:
+            name = next(n for n in names if self.data.get(n) is not None)
+            raise FactsError(f"{self.where}: {name}: expected a positive integer, got {value}; fix the config")
+        return value
+
     def optional_integer(self, *names: str) -> int | None:
         return self.integer(*names, default=-1) if self.has(*names) else None
 
@@ -231,9 +239,10 @@ def read_hf_quant_config(path: Path) -> QuantFacts:
     section = data.get("quantization", data)
     if not isinstance(section, dict):
         raise FactsError(f"{path}: quantization: expected an object")
-    exclude = section.get("exclude_modules") or []
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise FactsError(f"{path}: quantization.exclude_modules: expected a list of module name patterns")
+    exclude = _module_list(section, ("exclude_modules",), f"{path}: quantization")
+    algo = section.get("quant_algo")
+    if algo is not None and not isinstance(algo, str):
+        raise FactsError(f"{path}: quantization.quant_algo: expected a name such as FP8 or NVFP4, got {algo!r}")
     group = section.get("group_size")
     return _quant(
         str(path),
@@ -241,7 +250,7 @@ def read_hf_quant_config(path: Path) -> QuantFacts:
             "quant_algo": section.get("quant_algo"),
             "group_size": group if isinstance(group, int) and group > 0 else None,
             "kv_cache_quant_algo": section.get("kv_cache_quant_algo"),
-            "exclude_modules": list(exclude),
+            "exclude_modules": exclude,
         },
     )
 
@@ -257,17 +266,43 @@ def _quant_from_hf_config(cfg: dict[str, Any], where: str) -> QuantFacts | None:
         algo = "MXFP4"
     elif method == "fp8" and algo is None:
         algo = "FP8"
+    elif method == "awq" and algo is None:
+        # AutoAWQ checkpoints: 4-bit weights in groups (group_size, usually 128), FP16 activations.
+        algo = "W4A16_AWQ"
+    elif algo is None and method:
+        # Any other method (gptq, bitsandbytes, compressed-tensors, ...) is carried as its name so the
+        # planner can say it does not model it, instead of silently planning BF16.
+        algo = method.upper()
     if algo is None:
         return None
-    exclude = qc.get("modules_to_not_convert") or qc.get("ignore") or qc.get("exclude_modules") or []
+    if not isinstance(algo, str):
+        raise FactsError(f"{where}: quantization_config.quant_algo: expected a name such as FP8, got {algo!r}")
+    exclude = _module_list(qc, ("modules_to_not_convert", "ignore", "exclude_modules"), f"{where}: quantization_config")
     return _quant(
         where,
         {
             "quant_algo": algo,
             "kv_cache_quant_algo": qc.get("kv_cache_quant_algo"),
-            "exclude_modules": [str(x) for x in exclude],
+            "exclude_modules": exclude,
         },
     )
+
+
+def _module_list(section: dict[str, Any], names: tuple[str, ...], where: str) -> list[str]:
+    """A list of module name patterns; one string is one pattern (not a list of its characters)."""
+    for name in names:
+        value = section.get(name)
+        if value is None or value == []:
+            continue
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(x, str) for x in value):
+            return list(value)
+        raise FactsError(
+            f"{where}.{name}: expected a module name pattern or a list of them, got {value!r}; "
+            'write e.g. ["lm_head"]'
+        )
+    return []
 
 
 def _find_multiple(value: int, multiple: int) -> int:
@@ -280,6 +315,11 @@ def _layer_composition(cfg: _Keys, num_layers: int, hidden: int, heads: int) -> 
     data = cfg.data
     layer_types = data.get("layer_types")
     window = data.get("sliding_window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+        raise FactsError(
+            f"{cfg.where}: sliding_window: expected a positive integer (tokens), got {window!r}; "
+            "write the window as a number, or null when the model has none"
+        )
     if isinstance(layer_types, list) and layer_types:
         attention_kinds = {"full_attention", "sliding_attention", "attention", "chunked_attention"}
         out["attention_layers"] = sum(1 for t in layer_types if t in attention_kinds)
@@ -293,6 +333,8 @@ def _layer_composition(cfg: _Keys, num_layers: int, hidden: int, heads: int) -> 
         out["sliding_window"], out["sliding_window_layers"] = window, num_layers
 
     blocks = data.get("block_configs")
+    if blocks is not None and not isinstance(blocks, list):
+        raise FactsError(f"{cfg.where}: block_configs: expected a list with one object per layer, got {blocks!r}")
     if isinstance(blocks, list) and blocks:
         out.update(_nas_blocks(blocks, cfg.where, hidden, heads))
 
@@ -306,7 +348,14 @@ def _nas_blocks(blocks: list[Any], where: str, hidden: int, heads: int) -> dict[
     """DeciLM / Nemotron-NAS ``block_configs``: some blocks skip attention or shrink their FFN."""
     attention_layers, mlp_params, kv_heads = 0, 0, 0
     for i, block in enumerate(blocks):
-        attn, ffn = block.get("attention", {}), block.get("ffn", {})
+        if not isinstance(block, dict):
+            raise FactsError(
+                f"{where}: block_configs[{i}]: expected an object with attention and ffn, got {block!r}"
+            )
+        attn, ffn = block.get("attention") or {}, block.get("ffn") or {}
+        for part, value in (("attention", attn), ("ffn", ffn)):
+            if not isinstance(value, dict):
+                raise FactsError(f"{where}: block_configs[{i}].{part}: expected an object, got {value!r}")
         if not attn.get("no_op") and not attn.get("replace_with_linear"):
             attention_layers += 1
             group = attn.get("n_heads_in_group")
@@ -362,9 +411,9 @@ def hf_config_facts(cfg_data: dict[str, Any], where: str) -> ModelFacts:
             f"{where}: multi-head latent attention (kv_lora_rank) is not modelled by the planner yet; "
             "give the model's numbers under facts: in the spec"
         )
-    hidden = cfg.integer("hidden_size", "n_embd", "d_model")
-    heads = cfg.integer("num_attention_heads", "n_head")
-    num_layers = cfg.integer("num_hidden_layers", "n_layer", "num_layers")
+    hidden = cfg.positive("hidden_size", "n_embd", "d_model")
+    heads = cfg.positive("num_attention_heads", "n_head")
+    num_layers = cfg.positive("num_hidden_layers", "n_layer", "num_layers")
     experts = cfg.integer("num_local_experts", "num_experts", "n_routed_experts", default=0)
     values: dict[str, Any] = {
         "architecture": (data.get("architectures") or cfg_data.get("architectures") or [None])[0],
@@ -386,6 +435,12 @@ def hf_config_facts(cfg_data: dict[str, Any], where: str) -> ModelFacts:
         shared = cfg.integer("shared_expert_intermediate_size", default=0)
         values["shared_expert_intermediate_size"] = shared
         dense_layers = data.get("mlp_only_layers") or []
+        if not isinstance(dense_layers, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in dense_layers
+        ):
+            raise FactsError(
+                f"{where}: mlp_only_layers: expected a list of layer indices (e.g. [0, 1]), got {dense_layers!r}"
+            )
         first_dense = cfg.integer("first_k_dense_replace", default=0)
         n_dense = len(dense_layers) + first_dense
         values["moe_layers"] = num_layers - n_dense

@@ -7,6 +7,7 @@ non-zero when any is an error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from generator.plan.catalogs import Catalogs, Gpu, load_catalogs, version_key
-from generator.plan.plan import StackPlan, plan_stack, rank_gpus
+from generator.plan.plan import StackPlan, rank_gpus, size_stack
 from generator.plan.sources import ResolvedFacts, effective_kv_dtype, effective_precision, local_path, resolve_facts
 from generator.releases import RELEASES
 
@@ -40,6 +41,8 @@ LINTS: dict[str, tuple[Severity, str]] = {
     "TS015": ("warning", "tensor parallelism across PCIe (GPU without NVLink)"),
     "TS016": ("warning", "spec precision differs from the engine's or checkpoint's"),
     "TS017": ("info", "target.gpu not set: GPU checks and planning skipped"),
+    "TS018": ("warning", "the planner had to assume something (e.g. a quantization it does not model)"),
+    "TS019": ("info", "a path exists only on the serving node: not checked here"),
 }
 
 
@@ -176,19 +179,70 @@ def has_chat_template(tokenizer_dir: Path) -> bool:
     return bool(isinstance(data, dict) and data.get("chat_template"))
 
 
+def vocabulary_key(tokenizer_dir: Path) -> tuple[int, str] | None:
+    """(vocab size, SHA-256 of the token → id map) of a tokenizer directory; None when unreadable.
+
+    Two exports of the same base model (BF16, FP8, NVFP4) share this key; an unrelated model with
+    a chat template does not, so its template is never suggested.
+    """
+    vocab: Any = None
+    try:
+        tokenizer_json = tokenizer_dir / "tokenizer.json"
+        vocab_json = tokenizer_dir / "vocab.json"
+        if tokenizer_json.is_file():
+            data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+            model = data.get("model") if isinstance(data, dict) else None
+            vocab = model.get("vocab") if isinstance(model, dict) else None
+            added = data.get("added_tokens") if isinstance(data, dict) else None
+            if isinstance(vocab, dict) and isinstance(added, list):
+                vocab = {**vocab, **{t["content"]: t["id"] for t in added if isinstance(t, dict) and "content" in t}}
+        elif vocab_json.is_file():
+            vocab = json.loads(vocab_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(vocab, list):  # unigram models list [token, score] pairs
+        vocab = {str(entry[0]) if isinstance(entry, list) else str(entry): i for i, entry in enumerate(vocab)}
+    if not isinstance(vocab, dict) or not vocab:
+        return None
+    digest = hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()
+    return len(vocab), digest
+
+
 def lint_chat_template(ctx: _Context) -> list[Finding]:
     out = []
     for model in ctx.stack.models:
         tokenizer = local_path(model.tokenizer_dir, ctx.base_dir)
-        if not model.chat or tokenizer is None or not tokenizer.is_dir() or has_chat_template(tokenizer):
+        if not model.chat or tokenizer is None:
             continue
+        if not tokenizer.exists():
+            out.append(
+                _finding(
+                    "TS019",
+                    _where(ctx, model),
+                    f"tokenizer_dir {model.tokenizer_dir} does not exist here (a path on the serving node?): its chat "
+                    "template was not checked here",
+                    "run `tritonstack lint` on the serving node (or where the tokenizer is mounted) to check it",
+                )
+            )
+            continue
+        if not tokenizer.is_dir() or has_chat_template(tokenizer):
+            continue
+        key = vocabulary_key(tokenizer)
         siblings = (
-            sorted(d for d in tokenizer.parent.iterdir() if d.is_dir() and d != tokenizer and has_chat_template(d))
+            sorted(
+                d
+                for d in tokenizer.parent.iterdir()
+                if d.is_dir() and d != tokenizer and has_chat_template(d) and key is not None
+                and vocabulary_key(d) == key
+            )
             if tokenizer.parent.is_dir()
             else []
         )
         if siblings:
-            fix = f"point tokenizer_dir at {siblings[0]} (a sibling export with a chat template), or add one"
+            fix = (
+                f"point tokenizer_dir at {siblings[0]} (a sibling export of the same base model: same vocabulary, "
+                "with a chat template), or add one"
+            )
         else:
             fix = "add the model's chat_template to tokenizer_config.json (or chat_template.jinja), or set chat: false"
         out.append(
@@ -330,7 +384,7 @@ def _has_pool(ctx: _Context, name: str) -> bool:
 def lint_fit(ctx: _Context) -> list[Finding]:
     out = [
         _finding("TS010", "plan", problem, "see the message; `tritonstack plan` shows the numbers")
-        for problem in ctx.plan.problems
+        for problem in ctx.plan.fit_problems
     ]
     for plan in ctx.plan.models:
         model = ctx.stack.model(plan.name)
@@ -355,6 +409,15 @@ def lint_facts(ctx: _Context) -> list[Finding]:
         for problem in resolved.problems:
             out.append(
                 _finding("TS012", _where(ctx, model), problem, "fix or regenerate the file, or remove the path")
+            )
+        for assumption in resolved.assumptions:
+            out.append(
+                _finding(
+                    "TS018",
+                    _where(ctx, model),
+                    assumption,
+                    "give the model's real precision (precision:, facts:) or a checkpoint in a format the planner knows",
+                )
             )
         if resolved.facts is None and ctx.gpu is not None:
             out.append(
@@ -455,13 +518,16 @@ ALL_LINTS: tuple[Callable[[_Context], list[Finding]], ...] = (
 )
 
 
-def lint_stack(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> list[Finding]:
-    """Every finding for ``stack``, errors first, then by id."""
+def lint_stack(
+    stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None, plan: StackPlan | None = None
+) -> list[Finding]:
+    """Every finding for ``stack``, errors first, then by id (``plan``: its numbers, when already sized)."""
     catalogs = catalogs or load_catalogs()
     base_dir = base_dir if base_dir is not None else Path.cwd()
     gpu = catalogs.gpu(stack.target.gpu) if stack.target.gpu is not None else None
     resolved = {m.name: resolve_facts(m, base_dir) for m in stack.models if m.reference_engine is None}
-    ctx = _Context(stack, catalogs, base_dir, gpu, plan_stack(stack, catalogs, base_dir), resolved)
+    plan = plan if plan is not None else size_stack(stack, catalogs, base_dir)
+    ctx = _Context(stack, catalogs, base_dir, gpu, plan, resolved)
     findings = [f for lint in ALL_LINTS for f in lint(ctx)]
     order = {"error": 0, "warning": 1, "info": 2}
     return sorted(findings, key=lambda f: (order[f.severity], f.id))

@@ -52,6 +52,13 @@ _QUANT_ALGO_FORMATS = {
     "MXFP8": "mxfp8",
     "W4A16_AWQ": "int4_awq",
     "W4A8_AWQ": "int4_awq",
+    "AWQ": "int4_awq",
+    "W8A8_SQ_PER_CHANNEL": "int8_sq",
+    "W8A8_SQ_PER_TENSOR_PLUGIN": "int8_sq",
+    "W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN": "int8_sq",
+    "W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN": "int8_sq",
+    "W8A8_SQ_PER_TENSOR_PER_TOKEN_PLUGIN": "int8_sq",
+    "INT8": "int8_sq",
 }
 
 
@@ -203,6 +210,7 @@ class KvBytes:
     full_per_token: float  # layers whose cache grows with every token
     sliding_per_token: float  # sliding-window layers, up to their window
     window: int | None
+    bytes_per_element: float = 2.0
 
     @property
     def per_token_all_layers(self) -> float:
@@ -222,6 +230,7 @@ def kv_bytes_per_token(facts: ModelFacts, kv: KvFormat, tensor_parallel: int, pi
         full_per_token=full_layers * per_layer,
         sliding_per_token=sliding_layers * per_layer,
         window=facts.sliding_window if facts.sliding_window_layers else None,
+        bytes_per_element=kv.bytes_per_element,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from generator.plan.catalogs import GIB, MIB, Catalogs, Gpu, load_catalogs
 from generator.plan.facts import ModelFacts
+from generator.plan.latency import LatencyModel, aggregated_point
 from generator.plan.memory import (
     KvBytes,
     WeightBytes,
@@ -41,7 +42,10 @@ from generator.plan.sources import (
     resolve_facts,
 )
 
-__all__ = ["ModelPlan", "GpuPlan", "StackPlan", "plan_stack", "check_fits", "kv_token_budgets", "rank_gpus"]
+__all__ = [
+    "ModelPlan", "GpuPlan", "ServerPlan", "StackPlan", "plan_stack", "size_stack", "check_fits", "kv_token_budgets",
+    "rank_gpus",
+]
 
 REFERENCE_ENGINE = "reference engine (CPU, python backend; not TensorRT-LLM)"
 TENSORRT_LLM = "tensorrt-llm"
@@ -74,6 +78,13 @@ class ModelPlan:
     decode_tokens_per_s_per_sequence: float | None = None
     decode_tokens_per_s_aggregate: float | None = None
     usd_per_million_output_tokens: float | None = None
+    kv_token_cap: int | None = None  # max_batch_size × max_seq_len × (1 + reuse headroom when reuse is on)
+    gpus_in_deployment: int | None = None  # every GPU of every pool replica serving this model
+    serving_replicas: int | None = None  # replicas that decode (aggregated + decode pools)
+    ttft_s: float | None = None  # latency model at decode_batch concurrency (aggregated, ISL = max_input_len)
+    itl_s: float | None = None
+    peak_tflops_per_gpu: float | None = None  # catalog dense peak for the weight format
+    implied_tflops_per_gpu: float | None = None  # what the decode figure implies; never above the peak
     notes: list[str] = field(default_factory=list)
 
 
@@ -103,6 +114,18 @@ class GpuPlan:
 
 
 @dataclass
+class ServerPlan:
+    """One tritonserver (one pool replica): the GPUs it holds and the memory resident on them."""
+
+    pool: str
+    replicas: int
+    gpus_per_replica: int
+    models: list[str]
+    resident_bytes: float  # weights + activations + runtime + KV budgets, over the replica's GPUs
+    resident_bytes_per_gpu_max: float
+
+
+@dataclass
 class StackPlan:
     stack: str
     triton: str
@@ -116,6 +139,9 @@ class StackPlan:
     gpus: list[GpuPlan]
     problems: list[str]
     notes: list[str]
+    servers: list[ServerPlan] = field(default_factory=list)
+    fit_problems: list[str] = field(default_factory=list)  # the fit checks alone (lint TS010 reports these)
+    findings: list[dict[str, str]] = field(default_factory=list)  # lint findings; errors are also problems
 
     def kv_token_budgets(self) -> dict[str, int]:
         """Model name → ``max_tokens_in_paged_kv_cache`` for every TensorRT-LLM model that was sized."""
@@ -141,9 +167,11 @@ class _Sizing:
     overhead: float
     kv: KvBytes
     demand_tokens: int
+    cap_tokens: int
     fixed_tokens: int | None
     facts: ModelFacts
     weight_detail: WeightBytes
+    latency: LatencyModel | None
 
     @property
     def fixed_bytes(self) -> float:
@@ -179,8 +207,32 @@ def _nccl_bytes(world: int, catalogs: Catalogs) -> float:
     return (c.nccl_mib_tp2 if world == 2 else c.nccl_mib_tp4_plus) * MIB
 
 
-def plan_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | None = None) -> StackPlan:
-    """Plan every model and every GPU of ``stack`` (a validated :class:`generator.spec.Stack`)."""
+def plan_stack(
+    stack: Any, catalogs: Catalogs | None = None, base_dir: Path | None = None, *, lint: bool = True
+) -> StackPlan:
+    """Plan every model and every GPU of ``stack`` (a validated :class:`generator.spec.Stack`).
+
+    With ``lint`` (the default) the lints run on the plan too, and every lint error joins
+    ``problems``: whatever plans, renders or writes recipes from this plan refuses what
+    ``tritonstack lint`` calls an error (NVFP4 on Hopper, a container too old for the GPU, a model
+    config that does not parse), not only what does not fit.
+    """
+    catalogs = catalogs or load_catalogs()
+    base_dir = base_dir if base_dir is not None else Path.cwd()
+    plan = size_stack(stack, catalogs, base_dir)
+    if lint:
+        # lints.py builds on this module's plan, so it is imported here, not at the top.
+        from generator.plan.lints import lint_stack
+
+        findings = lint_stack(stack, base_dir=base_dir, catalogs=catalogs, plan=plan)
+        plan.findings = [f.to_json() for f in findings]
+        plan.problems += [f"{f.id} {f.where}: {f.message}; fix: {f.fix}" for f in findings
+                          if f.severity == "error" and f.id != "TS010"]
+    return plan
+
+
+def size_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | None = None) -> StackPlan:
+    """The plan's numbers alone: memory, KV budgets, decode ceilings, cost (no lints)."""
     catalogs = catalogs or load_catalogs()
     base_dir = base_dir if base_dir is not None else Path.cwd()
     gpu = gpu_of(stack, catalogs)
@@ -203,6 +255,7 @@ def plan_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | No
             continue
         resolved = resolve_facts(model, base_dir)
         plan.notes.extend(resolved.problems)
+        plan.notes.extend(resolved.assumptions)
         if resolved.facts is None:
             plan.notes.append(
                 "no model facts: no engine or checkpoint config.json is readable here and the spec has no facts; "
@@ -210,6 +263,12 @@ def plan_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | No
             )
             continue
         sizing[model.name] = _size_model(model, resolved, plan, gpu, catalogs)
+        layers = sizing[model.name].facts.num_layers
+        if plan.pipeline_parallel > layers:
+            problems.append(
+                f"model {model.name}: pipeline_parallel {plan.pipeline_parallel} exceeds its {layers} layers, so some "
+                f"stages would hold no layer; set pipeline_parallel to at most {layers} (usually 1, 2 or 4)"
+            )
 
     if gpu is None:
         if sizing:
@@ -226,6 +285,13 @@ def plan_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | No
             g.kv_bytes = sum(
                 (plans[m].kv_token_budget or 0) * sizing[m].kv.per_token_all_layers for m in g.models
             )
+        if gpu.unified_memory and gpu_plans:
+            resident = max(g.used_bytes for g in gpu_plans.values())
+            notes.append(
+                f"{gpu.name}: the largest server keeps {_gib(resident)} resident; the other "
+                f"{_gib(gpu.memory_usable_mib * MIB - resident)} of the box stay with the OS and CPU processes "
+                "(KV budgets are capped at what each engine can hold, not grown to fill memory)"
+            )
     gpu_list = sorted(gpu_plans.values(), key=lambda g: (g.pool, g.gpu_index))
     return StackPlan(
         stack=stack.name,
@@ -240,7 +306,28 @@ def plan_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | No
         gpus=gpu_list,
         problems=problems,
         notes=notes,
+        servers=_servers(stack, gpu_list),
+        fit_problems=list(problems),
     )
+
+
+def _servers(stack: Any, gpus: list[GpuPlan]) -> list[ServerPlan]:
+    out = []
+    for pool in stack.pools:
+        mine = [g for g in gpus if g.pool == pool.name]
+        if not mine:
+            continue
+        out.append(
+            ServerPlan(
+                pool=pool.name,
+                replicas=pool.replicas,
+                gpus_per_replica=len(mine),
+                models=list(pool.models),
+                resident_bytes=sum(g.used_bytes for g in mine),
+                resident_bytes_per_gpu_max=max(g.used_bytes for g in mine),
+            )
+        )
+    return out
 
 
 def _size_model(
@@ -272,15 +359,20 @@ def _size_model(
     plan.kv_bytes_per_sequence_per_gpu = kv.per_sequence(model.max_seq_len)
     if kv_key == "nvfp4":
         plan.notes.append("NVFP4 KV cache: smallest footprint, but accuracy loss is likely; prefer fp8")
+    demand = model.max_batch_size * model.max_seq_len
+    headroom = c.kv_reuse_headroom if model.kv_cache.reuse else 0.0
+    plan.kv_token_cap = int(demand * (1 + headroom))
     sizing = _Sizing(
         weights=plan.weight_bytes_per_gpu,
         activations=plan.activation_bytes_per_gpu,
         overhead=plan.overhead_bytes_per_gpu,
         kv=kv,
-        demand_tokens=model.max_batch_size * model.max_seq_len,
+        demand_tokens=demand,
+        cap_tokens=plan.kv_token_cap,
         fixed_tokens=model.kv_cache.max_tokens,
         facts=facts,
         weight_detail=weights,
+        latency=LatencyModel(gpu, facts, weights, kv, fmt_key, tp, pp, c) if gpu is not None else None,
     )
     return sizing
 
@@ -350,11 +442,14 @@ def _place(
             if m in fixed:
                 shares[m].append(min(fixed[m], pool_bytes))
             else:
-                shares[m].append(rest * demand[m] / total_demand if total_demand else 0.0)
+                # An engine never holds more than max_batch_size × max_seq_len tokens (plus reuse
+                # headroom); what is left stays free, which on unified memory is the host's.
+                share = rest * demand[m] / total_demand if total_demand else 0.0
+                shares[m].append(min(share, sizing[m].cap_tokens * sizing[m].kv.per_token_all_layers))
     for name, values in shares.items():
         per_token = sizing[name].kv.per_token_all_layers
         plans[name].kv_budget_from_spec = sizing[name].fixed_tokens is not None
-        plans[name].kv_token_budget = int(min(values) // per_token) if per_token else 0
+        plans[name].kv_token_budget = int(round(min(values) / per_token, 6)) if per_token else 0
         if sizing[name].fixed_tokens is not None:
             plans[name].kv_token_budget = min(plans[name].kv_token_budget, sizing[name].fixed_tokens)
     return gpus
@@ -369,7 +464,6 @@ def _finish_models(
     catalogs: Catalogs,
 ) -> None:
     """Concurrency, decode ceilings and cost from the budgets."""
-    efficiency = catalogs.constants.bandwidth_efficiency
     for name, size in sizing.items():
         plan, model = plans[name], stack.model(name)
         if plan.kv_token_budget is None:
@@ -388,21 +482,45 @@ def _finish_models(
             continue
         batch = min(model.max_batch_size, plan.max_concurrent_sequences)
         context = model.max_input_len + model.max_output_len // 2
-        args = (size.facts, size.weight_detail, size.kv)
-        tp, pp = plan.tensor_parallel, plan.pipeline_parallel
-        seconds_one = decode_bytes_per_step(*args, 1, context, tp, pp) / (gpu.bandwidth_bytes_s * efficiency)
-        seconds_batch = decode_bytes_per_step(*args, batch, context, tp, pp) / (gpu.bandwidth_bytes_s * efficiency)
+        latency = size.latency
+        assert latency is not None
+        # Decode ceilings: bandwidth-bound, but never faster than the Tensor Cores allow.
+        seconds_one = max(latency.decode_memory_seconds(1, context), latency.decode_compute_seconds(1, context))
+        seconds_batch = max(
+            latency.decode_memory_seconds(batch, context), latency.decode_compute_seconds(batch, context)
+        )
         plan.decode_batch = batch
         plan.decode_tokens_per_s_per_sequence = 1 / seconds_one
         plan.decode_tokens_per_s_aggregate = batch / seconds_batch
+        plan.peak_tflops_per_gpu = latency.peak_flops / 1e12
+        plan.implied_tflops_per_gpu = latency.implied_tflops(latency.decode_flops(batch, context), seconds_batch)
+        point = aggregated_point(latency, batch, model.max_input_len, model.max_output_len)
+        plan.ttft_s, plan.itl_s = point.ttft_s, point.itl_s
+        gpus_total, serving = _deployment(stack, name)
+        plan.gpus_in_deployment, plan.serving_replicas = gpus_total, serving
         price = stack.target.price_per_gpu_hour
-        if price is not None:
-            plan.usd_per_million_output_tokens = price * tp * pp / (plan.decode_tokens_per_s_aggregate * 3600) * 1e6
+        if price is not None and serving:
+            # The whole deployment's cost over the whole deployment's output: every prefill and
+            # decode replica is paid for, only the replicas that decode produce tokens.
+            tokens_per_s = plan.decode_tokens_per_s_aggregate * serving
+            plan.usd_per_million_output_tokens = price * gpus_total / (tokens_per_s * 3600) * 1e6
+
+
+def _deployment(stack: Any, name: str) -> tuple[int, int]:
+    """(GPUs of every replica of every pool serving ``name``, replicas that decode it)."""
+    gpus = serving = 0
+    for pool in stack.pools:
+        if name not in pool.models:
+            continue
+        gpus += pool.replicas * len(set().union(*(rank_gpus(pool, stack.model(m)) for m in pool.models)))
+        if pool.role in ("aggregated", "decode"):
+            serving += pool.replicas
+    return gpus, serving
 
 
 def check_fits(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> list[str]:
     """Problems that make ``stack`` not fit its GPUs, each with the numbers and the fix; empty when it fits."""
-    return plan_stack(stack, catalogs, base_dir).problems
+    return size_stack(stack, catalogs, base_dir).fit_problems
 
 
 def kv_token_budgets(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> dict[str, int]:
@@ -410,4 +528,4 @@ def kv_token_budgets(stack: Any, base_dir: Path | None = None, catalogs: Catalog
 
     Models without facts or without a target GPU are absent (the render keeps the spec's value, if any).
     """
-    return plan_stack(stack, catalogs, base_dir).kv_token_budgets()
+    return size_stack(stack, catalogs, base_dir).kv_token_budgets()

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from generator.errors import PlanError
 from generator.plan.catalogs import Catalogs, load_catalogs
+from generator.plan.lints import lint_stack
 from generator.plan.sources import ResolvedFacts, effective_kv_dtype, effective_precision, resolve_facts
 from generator.render.llmapi import uses_llm_api
 
@@ -77,8 +79,40 @@ def _version_guard(expected: str) -> list[str]:
     ]
 
 
+# convert_checkpoint.py per architecture (TensorRT-LLM examples/models/core/<dir>/); it reads ModelOpt's
+# hf_quant_config.json and converts a pre-quantized checkpoint as it is (TensorRT-LLM's accuracy harness
+# converts checkpoints with hf_quant_config.json the same way instead of quantizing them again).
+_CONVERT_DIRS = {
+    "LlamaForCausalLM": "models/core/llama",
+    "MistralForCausalLM": "models/core/llama",
+    "Qwen2ForCausalLM": "models/core/qwen",
+    "Qwen3ForCausalLM": "models/core/qwen",
+    "Qwen3MoeForCausalLM": "models/core/qwen",
+}
+
+
+def _convert_recipe(stack: Any, model: Any, precision: str, kv: str, architecture: str | None,
+                    catalogs: Catalogs) -> list[str]:
+    """A published checkpoint already in the wanted format: convert it for trtllm-build, no re-quantization."""
+    convert_dir = _CONVERT_DIRS.get(architecture or "", "models/core/llama")
+    lines = _engine_recipe(stack, model, precision, kv, False, catalogs, convert_only=True)
+    note = f"# 1. Convert the published {precision} checkpoint as it is (hf_quant_config.json); no re-quantization."
+    convert = [
+        f"run python3 \"$TRTLLM_EXAMPLES/{convert_dir}/convert_checkpoint.py\"",
+        '--model_dir "$SOURCE_CHECKPOINT"',
+        '--output_dir "$TRTLLM_CHECKPOINT"',
+        f"--dtype {_DTYPE.get(precision, 'bfloat16')}",
+        f"--tp_size {model.tensor_parallel}",
+        f"--pp_size {model.pipeline_parallel}",
+    ]
+    start = next(i for i, line in enumerate(lines) if line.startswith("# 1. "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("# 2. "))
+    return lines[:start] + [note, " \\\n  ".join(convert), ""] + lines[end:]
+
+
 def _engine_recipe(
-    stack: Any, model: Any, precision: str, kv: str, checkpoint_quantized: bool, catalogs: Catalogs
+    stack: Any, model: Any, precision: str, kv: str, checkpoint_quantized: bool, catalogs: Catalogs,
+    convert_only: bool = False,
 ) -> list[str]:
     if precision not in _QFORMAT:
         return [
@@ -89,7 +123,7 @@ def _engine_recipe(
     world = model.tensor_parallel * model.pipeline_parallel
     max_num_tokens = max(model.max_num_tokens or catalogs.constants.default_max_num_tokens, model.max_input_len)
     source = _dq(model.checkpoint_dir) if model.checkpoint_dir and not checkpoint_quantized else ""
-    source_note = "the BF16 Hugging Face checkpoint"
+    source_note = "the published quantized checkpoint" if convert_only else "the BF16 Hugging Face checkpoint"
     if checkpoint_quantized:
         source_note = f"set it: checkpoint_dir {model.checkpoint_dir} is already quantized; quantize.py needs the BF16 original"
     engine = _dq(model.engine_dir or f"/models/engines/{model.name}")
@@ -180,6 +214,10 @@ def build_recipes(stack: Any, base_dir: Path | None = None, catalogs: Catalogs |
     """One recipe per TensorRT-LLM model (reference-engine models need none)."""
     catalogs = catalogs or load_catalogs()
     base_dir = base_dir if base_dir is not None else Path.cwd()
+    # Engines built for a stack lint rejects would not load (or not run): refuse, as render does.
+    errors = [f for f in lint_stack(stack, base_dir=base_dir, catalogs=catalogs) if f.severity == "error"]
+    if errors:
+        raise PlanError([f"{f.id} {f.where}: {f.message}; fix: {f.fix}" for f in errors])
     gpu = catalogs.gpu(stack.target.gpu) if stack.target.gpu is not None else None
     gpu_text = f"{gpu.name} ({gpu.sm_arch})" if gpu else "GPU kind not set in the spec"
     recipes = []
@@ -199,7 +237,11 @@ def build_recipes(stack: Any, base_dir: Path | None = None, catalogs: Catalogs |
         else:
             target = "engine"
             quantized = quant is not None and quant.quant_algo is not None
-            body = _engine_recipe(stack, model, precision, kv, quantized, catalogs)
+            if quantized and checkpoint_format == precision and precision in _QFORMAT:
+                architecture = resolved.facts.architecture if resolved.facts is not None else None
+                body = _convert_recipe(stack, model, precision, kv, architecture, catalogs)
+            else:
+                body = _engine_recipe(stack, model, precision, kv, quantized, catalogs)
         lines = _header(stack, model, target, precision, kv, gpu_text) + body
         recipes.append(Recipe(model.name, "llm-api" if target == "LLM-API" else "engine", "\n".join(lines) + "\n"))
     return recipes

@@ -26,6 +26,8 @@ class ResolvedFacts:
     engine: EngineFacts | None
     source: str | None  # human-readable origin of the facts
     problems: list[str] = field(default_factory=list)
+    # What the planner had to assume (e.g. a quantization it does not model), said in plan and lint.
+    assumptions: list[str] = field(default_factory=list)
 
 
 def local_path(text: str | None, base_dir: Path) -> Path | None:
@@ -43,6 +45,21 @@ def spec_facts_of(model: Any) -> ModelFacts | None:
 
 
 def resolve_facts(model: Any, base_dir: Path) -> ResolvedFacts:
+    resolved = _resolve(model, base_dir)
+    quant = resolved.engine.quantization if resolved.engine is not None else (
+        resolved.facts.quantization if resolved.facts is not None else None
+    )
+    if quant is not None and quant.quant_algo is not None and format_for_quant_algo(quant.quant_algo) is None:
+        planned_as = effective_precision(model, resolved)[0]
+        resolved.assumptions.append(
+            f"{resolved.source}: quant_algo {quant.quant_algo} is not modelled by the planner; weights were planned "
+            f"as {planned_as}, so memory and speed figures may be off — check the "
+            "checkpoint's real size, or point the model at an FP8/NVFP4/MXFP4/INT4-AWQ/INT8-SQ export"
+        )
+    return resolved
+
+
+def _resolve(model: Any, base_dir: Path) -> ResolvedFacts:
     problems: list[str] = []
     engine_dir = local_path(model.engine_dir, base_dir)
     if engine_dir is not None and (engine_dir / "config.json").is_file():

@@ -56,6 +56,8 @@ def format_plan(plan: StackPlan) -> str:
                 budget,
                 _num(m.max_concurrent_sequences),
                 decode,
+                "-" if m.ttft_s is None else f"{m.ttft_s * 1e3:,.0f} / {m.itl_s * 1e3:,.1f}",
+                "-" if m.gpus_in_deployment is None else str(m.gpus_in_deployment),
                 "-" if m.usd_per_million_output_tokens is None else f"{m.usd_per_million_output_tokens:.3f}",
             ]
         )
@@ -64,7 +66,8 @@ def format_plan(plan: StackPlan) -> str:
         format_table(
             [
                 "model", "engine", "weights", "kv", "TPxPP", "params B", "active B", "weights/GPU",
-                "KV/token/GPU", "KV budget tok", "max seqs", "decode tok/s 1 seq / all @batch", "$/M out",
+                "KV/token/GPU", "KV budget tok", "max seqs", "decode tok/s 1 seq / all @batch",
+                "TTFT / ITL ms @batch", "GPUs", "$/M out",
             ],
             model_rows,
         )
@@ -94,13 +97,35 @@ def format_plan(plan: StackPlan) -> str:
                 gpu_rows,
             )
         )
+    if plan.servers:
+        server_rows = [
+            [s.pool, str(s.replicas), str(s.gpus_per_replica), ", ".join(s.models), _gib(s.resident_bytes),
+             _gib(s.resident_bytes_per_gpu_max)]
+            for s in plan.servers
+        ]
+        out += ["", "Servers (resident memory of one tritonserver = one pool replica)"]
+        out.append(format_table(["pool", "replicas", "GPUs each", "models", "resident", "largest GPU"], server_rows))
     notes = list(plan.notes) + [f"{m.name}: {n}" for m in plan.models for n in m.notes]
     c = plan.constants
     notes.append(
-        f"decode ceilings assume {c['bandwidth_efficiency']:.0%} of peak memory bandwidth; activations are an "
-        f"estimate; runtime = {c['runtime_overhead_gib']:g} GiB per model per GPU (+ NCCL when parallel)"
+        f"KV budgets are capped at max_batch_size x max_seq_len tokens, plus {c['kv_reuse_headroom']:g}x that "
+        "again as reuse headroom for models with kv_cache.reuse (cached prefixes); the rest of the memory stays free"
     )
+    notes.append(
+        f"decode ceilings assume {c['bandwidth_efficiency']:.0%} of peak memory bandwidth and never more than "
+        f"{c['prefill_compute_efficiency']:.0%} of the dense Tensor Core peak; TTFT/ITL add "
+        f"{c['decode_step_overhead_us']:g} us per step; activations are an estimate; runtime = "
+        f"{c['runtime_overhead_gib']:g} GiB per model per GPU (+ NCCL when parallel)"
+    )
+    notes.append("$/M out prices every GPU of every pool replica serving the model (prefill pools included)")
     out += ["", "Notes"] + [f"- {n}" for n in notes]
-    if plan.problems:
-        out += ["", "Does not fit"] + [f"- {p}" for p in plan.problems]
+    lint_lines = [
+        f"{f['severity'].upper():7} {f['id']} {f['where']}: {f['message']}"
+        for f in plan.findings
+        if f["severity"] != "info" and f["id"] != "TS010"
+    ]
+    if lint_lines:
+        out += ["", "Lint (tritonstack lint shows the fixes)"] + [f"- {line}" for line in lint_lines]
+    if plan.fit_problems:
+        out += ["", "Does not fit"] + [f"- {p}" for p in plan.fit_problems]
     return "\n".join(out) + "\n"
