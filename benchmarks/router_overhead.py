@@ -12,7 +12,9 @@ speed), the same load at concurrency 1, 16 and 64 (streaming, ``--max-tokens`` e
 * ``python-proxy``: the same through ``benchmarks/minimal_python_proxy.py`` (the router's stack with
   none of its work: its HTTP server and HTTP/1.1 client, nothing else), which separates what any Python hop costs here from what the router adds;
 * ``router``: ``POST /v1/completions`` with ``stream: true`` through ``tritonstack router`` with
-  its default HTTP ``generate_stream`` upstream, and ``router-grpc`` (gRPC stream upstream).
+  its default HTTP ``generate_stream`` upstream, and ``router-grpc`` (gRPC stream upstream);
+* ``router-uvicorn``: the same router application (HTTP upstream) served by uvicorn with httptools
+  and uvloop instead of the router's own HTTP server, which prices that server's choices.
 
 TTFT is request start → first SSE event carrying text; tokens/s is streamed text events / wall time.
 The load generator (aiohttp) is the same for every path. ``--placement split`` puts Triton on CPU 0
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -202,13 +205,13 @@ async def measure(
                     )
                     for name in paths:
                         results[name][1] = figures[name]
-                        print(f"  c=1   {name:<12} {figures[name]}", flush=True)
+                        print(f"  c=1   {name:<14} {figures[name]}", flush=True)
                     continue
                 for name, make in paths.items():  # one path after the other within a level
                     results[name][concurrency] = await run_level(
                         errors.guard(name, make(session, grpc_client)), concurrency, count
                     )
-                    print(f"  c={concurrency:<3} {name:<12} {results[name][concurrency]}", flush=True)
+                    print(f"  c={concurrency:<3} {name:<14} {results[name][concurrency]}", flush=True)
         finally:
             await grpc_client.close()
     return results
@@ -226,13 +229,57 @@ def pin_process_trees(parent: int, cpus: set[int]) -> None:
                 pass
 
 
-def start_router(routes: Path, upstream: str, workdir: Path) -> tuple[subprocess.Popen[str], str]:
+def router_config(routes: Path, upstream: str) -> Path:
+    """A copy of ``routes`` with another upstream, written beside it: the tokenizer paths in it are
+    relative to its directory."""
     text = re.sub(r"(?m)^  upstream: \w+$", f"  upstream: {upstream}", routes.read_text())
     text = text.replace("max_inflight_per_replica: 64", "max_inflight_per_replica: 256")
-    config = workdir / f"routes-{upstream}.yaml"
+    config = routes.with_name(f"routes-{upstream}.yaml")
     config.write_text(text)
+    return config
+
+
+# The router application under uvicorn: what `tritonstack router` builds, served by another server.
+UVICORN_ROUTER = """
+import sys
+import uvicorn
+from generator.router.app import RouterApp
+from generator.router.command import make_upstream
+from pathlib import Path
+from generator.router.config import load_routes
+routes = load_routes(Path(sys.argv[1]))
+uvicorn.run(RouterApp(routes, make_upstream(routes)), host="127.0.0.1", port=int(sys.argv[2]),
+            http="httptools", loop="auto", lifespan="on", log_level="warning", access_log=False)
+"""
+
+
+def start_uvicorn_router(routes: Path) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", UVICORN_ROUTER, str(router_config(routes, "http")), str(port)],
+        cwd=ROOT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.2)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError("the router under uvicorn did not start")
+
+
+def start_router(routes: Path, upstream: str) -> tuple[subprocess.Popen[str], str]:
+    config = router_config(routes, upstream)
     process = subprocess.Popen(
         [sys.executable, "-m", "generator.router.command", "--config", str(config), "--port", "0"],
+        cwd=ROOT,  # the checkout this script is in, wherever it was started from
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -313,10 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                 start_new_session=True,
             )
         )
-        router_http, http_url = start_router(routes, "http", workdir)
+        router_http, http_url = start_router(routes, "http")
         children.append(router_http)
-        router_grpc, grpc_url = start_router(routes, "grpc", workdir)
+        router_grpc, grpc_url = start_router(routes, "grpc")
         children.append(router_grpc)
+        router_uvicorn, uvicorn_url = start_uvicorn_router(routes)
+        children.append(router_uvicorn)
         time.sleep(1.0)  # nginx and the routers' first readiness poll
 
         triton_body = {"text_input": PROMPT, "max_tokens": args.max_tokens, "stream": True}
@@ -346,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             "router-grpc": lambda s, g: (
                 lambda: sse_request(s, grpc_url + "/v1/completions", openai_body, openai_text)
             ),
+            "router-uvicorn": lambda s, g: (
+                lambda: sse_request(s, uvicorn_url + "/v1/completions", openai_body, openai_text)
+            ),
         }
         results = asyncio.run(measure(paths, levels, args.requests))
     finally:
@@ -364,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         f"placement {args.placement}"
     )
     print(
-        f"{'path':<12} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} "
+        f"{'path':<14} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} "
         f"{'tok/s ratio':>11} {'errors':>6}"
     )
     for name, by_level in results.items():
@@ -373,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             delta = figures["ttft_p50_ms"] - base["ttft_p50_ms"]
             ratio = figures["tokens_per_s"] / base["tokens_per_s"]
             print(
-                f"{name:<12} {concurrency:>3} {figures['ttft_p50_ms']:>12.2f} {figures['ttft_p99_ms']:>12.2f} "
+                f"{name:<14} {concurrency:>3} {figures['ttft_p50_ms']:>12.2f} {figures['ttft_p99_ms']:>12.2f} "
                 f"{figures['tokens_per_s']:>9.0f} {delta:>+9.2f} {ratio:>11.2f} {figures['errors']:>6}"
             )
     c1, c64 = results["router"].get(1), results["router"].get(64)
