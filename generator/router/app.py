@@ -50,7 +50,7 @@ from generator.router.policies import Hints, block_hashes, make_policy
 from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
 from generator.router.replicas import PoolState, ReplicaMonitor
 from generator.router.stops import StopTrimmer
-from generator.router.tokens import ModelTokenizer, TokenizerLoader, load_tokenizer
+from generator.router.tokens import ModelTokenizer, TokenizerLoader, check_prompt_bytes, load_tokenizer
 from generator.router.upstream import GenerateCall, Response, Upstream
 
 __all__ = ["ARRIVAL_NS_KEY", "RouterApp"]
@@ -396,6 +396,14 @@ class RouterApp:
                 400, f"cannot build the prompt for model {entry.name!r}: {exc}", param="messages"
             ) from None
         settings = self.routes.router
+        # A prompt whose size alone is far over the limit is refused before any tokenizing.
+        check_prompt_bytes(
+            text,
+            route.max_input_len,
+            settings.prompt_bytes_per_token,
+            model=entry.name,
+            param="messages" if request.chat else "prompt",
+        )
         ids: list[int] | None = None
         bound = tokenizer.token_bound(text, special)
         if bound is None or bound > route.max_input_len or settings.policy == "prefix_aware":
