@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("generator.plan.command", "capacity plan per GPU and model: weights, KV budgets, decode ceiling, $/M"),
     "lint": ("generator.plan.lint_command", "find problems Triton would only show at load time (id, severity, fix)"),
     "recipes": ("generator.plan.recipes_command", "write per-model engine build scripts"),
+    "advise": ("generator.commands.advise", "cheapest GPU/precision/TP/batch/(dis)aggregation meeting a TTFT/ITL target"),
     "router": ("generator.router.command", "serve the OpenAI-compatible router over the stack's Triton pools"),
     "exporter": ("generator.exporter.command", "serve Prometheus metrics: tokens/s, KV cache, resident memory"),
     "bench": ("generator.bench.command", "benchmark OpenAI-compatible stacks side by side (TTFT, tokens/s)"),
