@@ -2,8 +2,8 @@
 start it here (tritonservers, router, exporter), stream answers through the official openai
 client — once from the aggregated pool, once through the prefill → decode pair — then stop it all.
 
-The reference engine is a small deterministic stand-in for TensorRT-LLM, so the words are not
-meaningful; everything around them (tokenizer, chat template, ensembles, streaming, the router,
+The reference engine is a small deterministic stand-in for TensorRT-LLM: its words continue a short
+text shipped with it (reference_corpus.py) rather than answer the question; everything around them (tokenizer, chat template, ensembles, streaming, the router,
 disaggregated hand-off, metrics) is the real thing.
 """
 
@@ -42,7 +42,7 @@ def main() -> int:
         router = service_url(launcher, "router")
         client = OpenAI(base_url=f"{router}/v1", api_key="not-needed-locally")
         print(f"\nmodels at {router}/v1: {[m.id for m in client.models.list()]}")
-        print("(the reference engine is a deterministic stand-in: its words are random by design)")
+        print("(the reference engine is a deterministic stand-in: it continues a short text about serving, it does not answer)")
         for model, what in (("tiny-chat", "aggregated pool, 2 replicas"), ("tiny-pd", "prefill → decode")):
             _stream(client, model, what)
         time.sleep(1.0)  # engines publish their counters every stats_check_period_ms

@@ -76,7 +76,7 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = Path(sysconfig.get_path("purelib"))
     new_site = next(venv.glob("lib/python*/site-packages"))
     (new_site / "tritonstack-test-base.pth").write_text(f"{site}\n")
-    subprocess.run(
+    installed = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -89,8 +89,11 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-e",
             str(clone),
         ],
-        check=True,
+        check=False,
+        capture_output=True,
+        text=True,
     )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
     return clone
 
 

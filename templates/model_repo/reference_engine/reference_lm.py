@@ -10,7 +10,16 @@ a machine without a GPU. What it guarantees:
 * Resumable: the next token depends only on the last two tokens, the absolute position and a
   random number derived from (request seed, position). A decode server that is handed the prompt
   and the first token (disaggregated serving) continues exactly where the context server stopped.
-* It never emits a special token of the tokenizer. It ends a sequence itself only by the
+* It reads as text: it continues the passages of ``reference_corpus.py``, tokenized with the
+  model's own tokenizer when it loads. The candidates for the next token are what follows the
+  longest tail of the sequence (up to ``CORPUS_CONTEXT`` tokens) found in that text; they score
+  ``corpus_bonus`` above every other token, and the random weights below order the candidates and
+  the rest, so seeds, temperature, top-k and top-p still choose among real alternatives. A sampled
+  token off the text is followed by the text again from the longest tail that matches, or from the
+  start of a passage.
+* It never emits a special token of the tokenizer, nor a piece of a character except as the text
+  continues it: inside a multibyte character only the text's own next token is allowed, and a
+  character is not begun when the token budget would end it half-way. It ends a sequence itself only by the
   documented *natural length* rule (see :func:`natural_length`), so budgets up to
   ``NATURAL_LENGTH_MIN`` tokens, and any budget with ``min_tokens`` equal to it, are honoured
   exactly (benchmarks rely on that).
@@ -23,12 +32,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
+from reference_corpus import PASSAGES
 
 __all__ = [
+    "CHARACTER_CONTEXT",
+    "CORPUS_CONTEXT",
     "ENGINE_NAME",
     "NATURAL_LENGTH_MIN",
     "NATURAL_LENGTH_SPAN",
@@ -61,6 +74,14 @@ _POS_RANGE = 3
 _OUT_RANGE = 7
 # Logits are integers of magnitude ~100; this brings them to a softmax with a few nats of spread.
 LOGIT_SCALE = 1.0 / 40.0
+# How far back the corpus is matched: a few tokens, so the text branches where its phrases meet and
+# seeds lead to different answers; further inside a multibyte character, so that only the text's
+# own next piece can follow (a character is at most 4 bytes, each piece at least one).
+CORPUS_CONTEXT = 4
+CHARACTER_CONTEXT = 8
+# How far above the best other token the corpus's continuations score, in nats on top of the
+# vocabulary's log-size: at temperature 1 the sampler leaves the text about once in e**5 ≈ 150 tokens.
+CORPUS_MARGIN_NATS = 5
 
 _MASK64 = (1 << 64) - 1
 
@@ -84,6 +105,10 @@ class VocabularyFacts:
     # model emits them in valid runs; this one picks tokens independently, so it avoids them and
     # its text stays readable.
     fragment_ids: frozenset[int] = frozenset()
+    # The passages of reference_corpus.py as this tokenizer encodes them, one after the other, and
+    # the index of each passage's first token; empty when the tokenizers library is missing.
+    corpus_ids: tuple[int, ...] = ()
+    passage_starts: tuple[int, ...] = ()
 
 
 def read_vocabulary(tokenizer_dir: str) -> VocabularyFacts:
@@ -136,13 +161,43 @@ def read_vocabulary(tokenizer_dir: str) -> VocabularyFacts:
     vocab_size = max_id + 1
     if len(special) >= vocab_size:
         raise ReferenceEngineError(f"{path}: every token is special; nothing left to generate")
+    corpus_ids, passage_starts = _tokenize_corpus(path, special)
     return VocabularyFacts(
         vocab_size=vocab_size,
         special_ids=frozenset(special),
         eos_id=eos_id,
         pad_id=pad_id,
         fragment_ids=frozenset(_fragment_ids(tokenizer, ids_by_text) - special),
+        corpus_ids=corpus_ids,
+        passage_starts=passage_starts,
     )
+
+
+def _tokenize_corpus(path: str, special: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The passages as the model's tokenizer encodes them. The ``tokenizers`` library (the Rust
+    core of transformers, present wherever the preprocessing model runs) loads in a fraction of a
+    second, where transformers would take seconds; without it the model's words are random."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return (), ()
+    try:
+        tokenizer = Tokenizer.from_file(path)
+    except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
+        # A tokenizer.json this version of tokenizers cannot read: the vocabulary above still serves.
+        return (), ()
+    text = " ".join(PASSAGES)
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    kept = [(i, span) for i, span in zip(encoding.ids, encoding.offsets) if i not in special]
+    ids = [i for i, _ in kept]
+    offsets = [span for _, span in kept]
+    starts, char = [], 0
+    for passage in PASSAGES:
+        first = next((n for n, (_, end) in enumerate(offsets) if end > char), None)
+        if first is not None:
+            starts.append(first)
+        char += len(passage) + 1
+    return tuple(ids), tuple(sorted(set(starts)))
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -238,14 +293,53 @@ class ReferenceLM:
         banned = np.zeros(size, dtype=bool)
         banned[sorted(vocab.special_ids | vocab.fragment_ids)] = True
         self.never_sampled = banned
+        self._continuations = _continuations(vocab)
+        self.corpus_bonus = float(round((math.log(size) + CORPUS_MARGIN_NATS) / LOGIT_SCALE))
+        corpus = hashlib.sha256(np.asarray(vocab.corpus_ids, dtype="<i4").tobytes()).hexdigest()[:8]
         self.fingerprint = hashlib.sha256(
-            f"{ENGINE_NAME}|seed={self.seed}|vocab={size}|special={sorted(vocab.special_ids)}".encode()
+            f"{ENGINE_NAME}|seed={self.seed}|vocab={size}|special={sorted(vocab.special_ids)}|corpus={corpus}".encode()
         ).hexdigest()[:16]
+
+    def continuations(self, tail: list[int]) -> dict[int, tuple[int, int]]:
+        """What the corpus puts after the longest matching end of ``tail``: token id → (how often,
+        how many character pieces in a row start with it). Passage starts when nothing matches."""
+        for length in range(min(len(tail), CHARACTER_CONTEXT), 0, -1):
+            found = self._continuations.get(tuple(tail[-length:]))
+            if found is not None:
+                return found
+        return self._continuations.get((), {})
 
     def logits(self, prev: np.ndarray, last: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Exact integer-valued float32 logits, shape [batch, vocab]."""
         hidden = self._emb_last[last] + self._emb_prev[prev] + self._emb_pos[positions % POSITION_PERIOD]
         return hidden @ self._out
+
+
+def _continuations(vocab: VocabularyFacts) -> dict[tuple[int, ...], dict[int, tuple[int, int]]]:
+    """Every run of up to CHARACTER_CONTEXT corpus tokens → the tokens after it (the corpus read as a
+    ring), with counts and the length of the run of character pieces each one begins."""
+    ids = vocab.corpus_ids
+    size = len(ids)
+    if not size:
+        return {}
+    fragment = [i in vocab.fragment_ids for i in ids]
+    pieces = [0] * size  # pieces[j]: character pieces in a row from j on
+    for j in range(size - 1, -1, -1):
+        pieces[j] = (1 + (pieces[j + 1] if j + 1 < size else 0)) if fragment[j] else 0
+    table: dict[tuple[int, ...], dict[int, tuple[int, int]]] = {}
+
+    def add(key: tuple[int, ...], at: int) -> None:
+        entry = table.setdefault(key, {})
+        count, _ = entry.get(ids[at], (0, 0))
+        entry[ids[at]] = (count + 1, pieces[at])
+
+    for j in range(size):
+        following = (j + 1) % size
+        for length in range(1, min(CHARACTER_CONTEXT, size) + 1):
+            add(tuple(ids[(j - length + 1 + k) % size] for k in range(length)), following)
+    for start in vocab.passage_starts:
+        add((), start)
+    return table
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -335,14 +429,47 @@ def choose_tokens(lm: ReferenceLM, sequences: list[SequenceState]) -> list[int]:
     last = np.fromiter((t for _, t in pairs), dtype=np.int64, count=len(pairs))
     positions = np.fromiter((s.position for s in sequences), dtype=np.int64, count=len(sequences))
     logits = lm.logits(prev, last, positions)
-    logits[:, lm.never_sampled] = -np.inf
     chosen = []
     for row, sequence in zip(logits, sequences):
+        lifted = _corpus_scores(lm, row, sequence)  # from the row before anything is banned
+        row[lm.never_sampled] = -np.inf
+        if lifted is not None:
+            tokens, scores, exclusive = lifted
+            if exclusive:
+                row[:] = -np.inf
+            row[tokens] = scores
         banned = sequence.banned_now()
         if banned:
             row[banned] = -np.inf
+        if not np.isfinite(row).any():  # everything the text allows is a bad word: leave the text
+            row[:] = lm.logits(*(np.array([v]) for v in sequence.last_two()), np.array([sequence.position]))[0]
+            row[lm.never_sampled] = -np.inf
+            row[banned] = -np.inf
         chosen.append(_choose_one(row, sequence.params, sequence.position))
     return chosen
+
+
+def _corpus_scores(
+    lm: ReferenceLM, row: np.ndarray, sequence: SequenceState
+) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """The corpus's continuations of this sequence with scores ``lm.corpus_bonus`` above every
+    other token, ordered by their own logits and how often the text has them; whether they are
+    the only choice (inside a multibyte character)."""
+    tail = sequence.tail(CHARACTER_CONTEXT)
+    inside_character = bool(tail) and tail[-1] in lm.vocab.fragment_ids
+    candidates = lm.continuations(tail if inside_character else tail[-CORPUS_CONTEXT:])
+    left = sequence.params.max_new_tokens - len(sequence.generated)
+    # A character is begun only when the budget lets it finish.
+    usable = [(token, count) for token, (count, pieces) in candidates.items() if pieces <= left]
+    if not usable:
+        return None
+    tokens = np.fromiter((t for t, _ in usable), dtype=np.int64, count=len(usable))
+    counts = np.fromiter((c for _, c in usable), dtype=np.float32, count=len(usable))
+    own = row[tokens]
+    # Integer-valued float32, so the choice is exact on every machine. The weights' own preference is
+    # damped to about a nat, so that at temperature 1 the sampler does take other branches.
+    scores = float(row.max()) + lm.corpus_bonus + np.floor((own - own.min()) / 4) + 10.0 * (counts - 1)
+    return tokens, scores, inside_character
 
 
 def _choose_one(row: np.ndarray, params: SamplingParams, position: int) -> int:
