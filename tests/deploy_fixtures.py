@@ -44,6 +44,13 @@ deploy:
     replicas: 2
     autoscaling: {min_replicas: 2, max_replicas: 6}
   gitops: {repo_url: "https://git.example.com/serving/stacks.git", path: stacks/two-pool}
+  autoscaling:
+    defaults: {tokens_per_second: 2500}
+    pools:
+      chat-large: {min_replicas: 0, max_replicas: 4, kv_cache_usage: 0.8, activation_requests_per_second: 0.1}
+  monitoring:
+    dashboards: [configmap, grafana-operator]
+  gateway: {gateway: inference-gateway, gateway_namespace: gateway-system}
 """
 
 DISAGG = """
@@ -73,6 +80,11 @@ deploy:
     kind: sync
     sync: {source: "s3://models-bucket/stacks/disagg", credentials_secret: s3-credentials}
   images: {registry: registry.local:5000, pull_secret: regcred}
+  disaggregated_set: true
+  autoscaling:
+    pools:
+      prefill: {min_replicas: 1, max_replicas: 6, tokens_per_second: 40000, kv_cache_usage: null}
+  gateway: {gateway: inference-gateway, objectives: [{name: realtime, priority: 5}]}
 """
 
 MULTI_NODE = """
@@ -89,6 +101,9 @@ pools:
   - {name: giant, models: [giant], replicas: 1}
 deploy:
   storage: {kind: host_path}
+  autoscaling: {defaults: {max_replicas: 2}}
+  monitoring: {prometheus_rules: true, dashboards: [grafana-operator]}
+  gateway: {gateway: inference-gateway}
 """
 
 SPECS = {"two-pool": TWO_POOL, "disagg": DISAGG, "multi-node": MULTI_NODE}

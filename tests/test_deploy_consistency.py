@@ -31,10 +31,32 @@ def _objects(files: dict[str, bytes]) -> list[dict]:
     ]
 
 
+WORKLOADS = ("Deployment", "StatefulSet", "LeaderWorkerSet", "DisaggregatedSet")
+
+
 def _pod_templates(obj: dict) -> list[dict]:
     if obj["kind"] == "LeaderWorkerSet":
         return [obj["spec"]["leaderWorkerTemplate"][t] for t in ("leaderTemplate", "workerTemplate")]
+    if obj["kind"] == "DisaggregatedSet":
+        return [r["spec"]["leaderWorkerTemplate"]["workerTemplate"] for r in obj["spec"]["roles"]]
     return [obj["spec"]["template"]]
+
+
+def _owned(obj: dict) -> list[tuple[str, list[dict]]]:
+    """(name of the pool/component, its pod templates): a DisaggregatedSet holds one pool per role."""
+    if obj["kind"] == "DisaggregatedSet":
+        return [(r["name"], [r["spec"]["leaderWorkerTemplate"]["workerTemplate"]]) for r in obj["spec"]["roles"]]
+    return [(obj["metadata"]["name"], _pod_templates(obj))]
+
+
+def _pool_pod(objects: list[dict], pool: str) -> dict:
+    """The pod spec of a single-node pool, wherever its workload is rendered."""
+    for obj in objects:
+        if obj["kind"] in WORKLOADS:
+            for name, templates in _owned(obj):
+                if name == pool:
+                    return templates[0]["spec"]
+    raise AssertionError(f"no workload for pool {pool}")
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -44,7 +66,7 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_services_select_serving_pods_with_their_ports(name: str) -> None:
     objects = _objects(deploy_files(stack_of(name)))
-    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet", "LeaderWorkerSet")]
+    workloads = [o for o in objects if o["kind"] in WORKLOADS]
     for service in (o for o in objects if o["kind"] == "Service"):
         selected = [
             (w, t) for w in workloads for t in _pod_templates(w) if _matches(service["spec"]["selector"], t["metadata"]["labels"])
@@ -65,23 +87,24 @@ def test_workload_selectors_pdbs_policies_and_monitors_line_up(name: str) -> Non
     by_kind: dict[str, list[dict]] = {}
     for obj in objects:
         by_kind.setdefault(obj["kind"], []).append(obj)
-    workloads = [o for k in ("Deployment", "StatefulSet", "LeaderWorkerSet") for o in by_kind.get(k, [])]
+    workloads = [o for k in WORKLOADS for o in by_kind.get(k, [])]
     for workload in workloads:
-        if workload["kind"] != "LeaderWorkerSet":
+        if workload["kind"] in ("Deployment", "StatefulSet"):
             selector = workload["spec"]["selector"]["matchLabels"]
             assert _matches(selector, workload["spec"]["template"]["metadata"]["labels"])
             if workload["kind"] == "StatefulSet":
                 assert workload["spec"]["serviceName"] == f"{workload['metadata']['name']}-headless"
-        labels = [t["metadata"]["labels"] for t in _pod_templates(workload)]
-        for kind in ("PodDisruptionBudget", "NetworkPolicy"):
-            owners = [o for o in by_kind[kind] if o["metadata"]["name"] == workload["metadata"]["name"]]
-            if kind == "PodDisruptionBudget" and workload["metadata"]["name"] == "exporter":
-                # One exporter replica: a minAvailable budget would block every node drain.
-                assert not owners
-                continue
-            assert len(owners) == 1, (kind, workload["metadata"]["name"])
-            selector = owners[0]["spec"]["selector" if kind == "PodDisruptionBudget" else "podSelector"]["matchLabels"]
-            assert all(_matches(selector, lab) for lab in labels), (kind, workload["metadata"]["name"])
+        for owner, templates in _owned(workload):
+            labels = [t["metadata"]["labels"] for t in templates]
+            for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+                owners = [o for o in by_kind[kind] if o["metadata"]["name"] == owner]
+                if kind == "PodDisruptionBudget" and (owner == "exporter" or owner.endswith("-epp")):
+                    # One replica (exporter, endpoint picker): a budget would block every node drain.
+                    assert not owners
+                    continue
+                assert len(owners) == 1, (kind, owner)
+                selector = owners[0]["spec"]["selector" if kind == "PodDisruptionBudget" else "podSelector"]["matchLabels"]
+                assert all(_matches(selector, lab) for lab in labels), (kind, owner)
     services = by_kind["Service"]
     for monitor in by_kind["ServiceMonitor"]:
         selected = [s for s in services if _matches(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
@@ -113,9 +136,19 @@ def test_network_policies_admit_router_exporter_and_prometheus_only(name: str) -
         }
         assert [p["port"] for p in prometheus["ports"]] == [ports.metrics]
         partner = stack.partner_of(pool)
-        peers = sorted(peer["podSelector"]["matchLabels"]["tritonstack.io/pool"] for r in rules[2:] for peer in r["from"])
+        peers = sorted(
+            peer["podSelector"]["matchLabels"]["tritonstack.io/pool"]
+            for r in rules[2:]
+            for peer in r.get("from", [])
+            if peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "tritonserver"
+        )
         expected = ([partner.name] if partner is not None else []) + ([pool.name] if name == "multi-node" else [])
         assert peers == sorted(expected)  # KV transfer between partners, MPI/NCCL inside a multi-node replica
+        if stack.deploy.gateway is not None and pool.role != "prefill":
+            # the gateway reaches the OpenAI sidecar; the pool's endpoint picker reads Triton's metrics
+            assert {"ports": [{"protocol": "TCP", "port": stack.router.port}]} in rules
+            picker = next(r for r in rules if r.get("from", [{}])[0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "endpoint-picker")
+            assert picker["ports"] == [{"protocol": "TCP", "port": ports.metrics}]
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -173,8 +206,8 @@ def test_router_and_exporter_command_lines_parse_with_the_real_commands(name: st
 def test_pool_command_loads_every_model_of_the_pool_with_restricted_apis() -> None:
     stack = stack_of("disagg")
     objects = _objects(deploy_files(stack))
-    decode = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "decode")
-    command = decode["spec"]["template"]["spec"]["containers"][0]["command"]
+    decode = _pool_pod(objects, "decode")  # a DisaggregatedSet role in this spec
+    command = decode["containers"][0]["command"]
     # The LLM-API model starts its TP2 ranks itself (tensorrt_llm.LLM): one tritonserver, one model.
     assert command[0] == "tritonserver"
     loads = [a.removeprefix("--load-model=") for a in command if a.startswith("--load-model=")]
@@ -184,7 +217,7 @@ def test_pool_command_loads_every_model_of_the_pool_with_restricted_apis() -> No
         "--http-restricted-api=model-repository,model-config,shared-memory,logging,trace,statistics:triton-admin-key=$(TRITON_ADMIN_KEY)"
     ]
     assert "--model-control-mode=explicit" in command and "--disable-auto-complete-config" in command
-    resources = decode["spec"]["template"]["spec"]["containers"][0]["resources"]
+    resources = decode["containers"][0]["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 2
     cpu_pool = next(o for o in objects if o["metadata"]["name"] == "cpu-chat" and o["kind"] == "StatefulSet")
     assert "nvidia.com/gpu" not in cpu_pool["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]

