@@ -65,8 +65,7 @@ def test_the_readme_commands_are_found() -> None:
 
 @pytest.fixture(scope="module")
 def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (REPO_ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
+    assert (REPO_ROOT / ".git").exists(), "the newcomer's walk starts from a git clone of this checkout"
     clone = tmp_path_factory.mktemp("newcomer") / "tritonstack"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     venv = clone / ".venv"
