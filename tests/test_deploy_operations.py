@@ -61,7 +61,7 @@ def test_every_pool_has_a_scaled_object_on_its_workload(name: str, targets: dict
         else:
             assert target in workloads
         for trigger in scaled[pool]["spec"]["triggers"]:
-            assert f'pool="{pool}"' in trigger["metadata"]["query"]
+            assert f'pool="{pool}"' in trigger["metadata"]["query"] or f'pool=~"{pool}|' in trigger["metadata"]["query"]
             assert f'namespace="{stack_of(name).deploy.namespace}"' in trigger["metadata"]["query"]
     assert "HorizontalPodAutoscaler" in {o["kind"] for o in _objects("two-pool")}  # the router's own stays
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 import httpx
 import openai
 import pytest
+import yaml
 
+from generator.render.deploy import render_deploy
+from generator.render.deploy_settings import PoolAutoscaling, PoolScaling
 from generator.render.monitoring import local_exporter_config, local_prometheus_config, render_monitoring
 from generator.render.options import RenderOptions
-from generator.render.routes import local_routes
+from generator.render.routes import local_routes, render_routes
 from generator.spec import Stack
 from tests.conftest import EXAMPLES, RunningStack
 from tests.fixtures.metrics.observe import (
@@ -65,7 +68,7 @@ def observed(running_quickstart: RunningStack, tmp_path_factory: pytest.TempPath
         rule_files.append(work / name)
         rule_files[-1].write_bytes(rendered[f"monitoring/rules/{name}"])
     prometheus_yml = work / "prometheus.yml"
-    prometheus_yml.write_bytes(
+    config = yaml.safe_load(
         local_prometheus_config(
             stack,
             endpoints,
@@ -75,6 +78,12 @@ def observed(running_quickstart: RunningStack, tmp_path_factory: pytest.TempPath
             scrape_interval="1s",
         )
     )
+    # The Prometheus Operator labels every target scraped through a ServiceMonitor with its
+    # namespace; the KEDA queries select on it, so the targets here carry it too.
+    for job in config["scrape_configs"]:
+        for group in job["static_configs"]:
+            group.setdefault("labels", {})["namespace"] = stack.deploy.namespace
+    prometheus_yml.write_text(yaml.safe_dump(config, sort_keys=False))
     processes: list[subprocess.Popen[bytes]] = []
     try:
         processes.append(
@@ -143,3 +152,33 @@ def test_the_exporter_covers_every_pool_and_replica(observed: Observed) -> None:
     # the reference engine runs in python backend stubs: its host memory is attributed per model
     for model, pool in (("tiny-chat", "chat"), ("tiny-pd", "pd-prefill"), ("tiny-pd", "pd-decode")):
         assert f'tritonstack_model_resident_memory_bytes{{model="{model}",pool="{pool}",replica="0",step="engine"}}' in text
+
+
+def _scaled_objects(stack: Stack, out_dir) -> list[dict]:
+    """The quickstart's ScaledObjects as `tritonstack render` writes them, every trigger enabled."""
+    scaling = PoolAutoscaling(defaults=PoolScaling(min_replicas=0, max_replicas=4, tokens_per_second=100))
+    scaled = stack.model_copy(update={"deploy": stack.deploy.model_copy(update={"autoscaling": scaling})})
+    options = RenderOptions(EXAMPLES, out_dir)
+    siblings = {**render_routes(scaled, options), **render_monitoring(scaled)}
+    files = render_deploy(scaled, siblings, options)
+    return [doc for doc in yaml.safe_load_all(files["deploy/k8s/base/autoscaling.yaml"]) if doc]
+
+
+def test_scaled_object_queries_return_data_from_the_loaded_stack(observed: Observed, tmp_path) -> None:
+    """Every trigger query KEDA would send, run against the real Prometheus scraping the stack."""
+    load(observed, rounds=2)
+    url = observed.prometheus_url
+    wait_for("the load's tokens in Prometheus", lambda: (scalar(url, "sum(tritonstack_generated_tokens_total)") or 0) > 0)
+    load(observed, rounds=1)
+    time.sleep(2.5)
+    objects = _scaled_objects(observed.stack, tmp_path / "build")
+    assert {o["metadata"]["name"] for o in objects} == {"chat", "pd-prefill", "pd-decode"}
+    empty = []
+    for scaled in objects:
+        for trigger in scaled["spec"]["triggers"]:
+            result = query(url, trigger["metadata"]["query"])
+            if not result:
+                empty.append((scaled["metadata"]["name"], trigger["name"], trigger["metadata"]["query"]))
+            elif trigger["name"] in ("tokens-per-second", "wake-from-zero"):
+                assert float(result[0]["value"][1]) > 0, (scaled["metadata"]["name"], trigger["name"])
+    assert empty == []

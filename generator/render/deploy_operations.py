@@ -84,8 +84,12 @@ def trigger_queries(topo: Topology, pool: str) -> dict[str, str]:
         ),
         "kv-cache-usage": f"avg(tritonstack_kv_cache_usage_ratio{sel})",
         "tokens-per-second": f"sum(rate(tritonstack_{tokens}{sel}[{RATE_WINDOW}]))",
-        # The router answers requests for a pool with no replica (503) and counts them per pool.
-        "wake-from-zero": f"sum(rate(tritonstack_router_requests_total{sel}[{RATE_WINDOW}]))",
+        # The router answers requests for a pool with no replica (503) and counts them per pool; a
+        # disaggregated model's requests carry pool="<prefill>+<decode>" (generator/router/app.py).
+        "wake-from-zero": (
+            f'sum(rate(tritonstack_router_requests_total{{namespace="{topo.namespace}", '
+            f'pool=~"{pool}|{pool}[+].+|.+[+]{pool}"}}[{RATE_WINDOW}]))'
+        ),
     }
 
 
