@@ -274,14 +274,43 @@ def test_render_routes_for_quickstart_uses_headless_services(tmp_path: Path) -> 
     routes = load_routes(tmp_path / ROUTES_PATH)
     assert routes.pools["chat"].dns is not None
     assert routes.pools["chat"].dns.name == "chat-headless.tritonstack.svc.cluster.local"
-    assert routes.models["tiny-chat"].serving.triton_model == "tiny-chat_bls"  # type: ignore[union-attr]
+    chat = routes.models["tiny-chat"].serving
+    # Engine-direct by default (issue 14): the engine models themselves, spoken to with token ids.
+    assert (chat.triton_model, chat.protocol) == ("tiny-chat_tensorrt_llm", "engine")  # type: ignore[union-attr]
     pd = routes.models["tiny-pd"].serving
     assert isinstance(pd, Disaggregated)
-    assert (pd.prefill.pool, pd.prefill.triton_model) == ("pd-prefill", "tiny-pd_prefill")
-    assert (pd.decode.pool, pd.decode.triton_model) == ("pd-decode", "tiny-pd_bls")
+    assert (pd.prefill.pool, pd.prefill.triton_model) == ("pd-prefill", "tiny-pd_context")
+    assert (pd.decode.pool, pd.decode.triton_model, pd.protocol) == (
+        "pd-decode",
+        "tiny-pd_generation",
+        "engine",
+    )
     # The relative tokenizer path still points at the spec's tokenizer after loading.
     assert (Path(routes.models["tiny-chat"].tokenizer_dir) / "tokenizer.json").exists()
     assert render_routes(stack, RenderOptions(REPO / "examples", tmp_path)) == files  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("data_path", "chat_model", "prefill_model", "decode_model", "protocol"),
+    [
+        ("bls", "tiny-chat_bls", "tiny-pd_prefill", "tiny-pd_bls", "ensemble"),
+        ("ensemble", "tiny-chat_ensemble", "tiny-pd_prefill", "tiny-pd_decode", "ensemble"),
+    ],
+)
+def test_router_data_path_still_picks_the_bls_or_the_ensemble(
+    data_path: str, chat_model: str, prefill_model: str, decode_model: str, protocol: str
+) -> None:
+    stack = load_spec(REPO / "examples" / "quickstart.yaml")
+    stack = stack.model_copy(update={"router": stack.router.model_copy(update={"data_path": data_path})})
+    routes = parse_routes(render_routes(stack)[ROUTES_PATH].decode())
+    chat, pd = routes.models["tiny-chat"].serving, routes.models["tiny-pd"].serving
+    assert isinstance(pd, Disaggregated)
+    assert (chat.triton_model, chat.protocol) == (chat_model, protocol)  # type: ignore[union-attr]
+    assert (pd.prefill.triton_model, pd.decode.triton_model, pd.protocol) == (
+        prefill_model,
+        decode_model,
+        protocol,
+    )
 
 
 def test_local_routes_lists_static_endpoints() -> None:

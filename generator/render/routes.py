@@ -6,10 +6,11 @@ Two flavours of the same document (see ``generator/router/config.py`` for its sc
   headless Service, ``<pool>-headless.<namespace>.svc.cluster.local``, ports 8000/8001/8002;
 * :func:`local_routes` — for the local launcher, with the static endpoints it started.
 
-Per model it records how it is served (one aggregated pool and its ensemble, or the prefill pool's
-``<m>_prefill`` and the decode pool's ``<m>_decode``; for an LLM-API model, its ``<m>_llmapi`` spoken to
-with the ``llmapi`` protocol) plus what the router checks before anything
-reaches Triton: tokenizer, input/output limits, chat and streaming.
+Per model it records how it is served (by default the engine models themselves, spoken to with
+token ids: the aggregated pool's ``<m>_tensorrt_llm``, or the prefill pool's ``<m>_context`` then
+the decode pool's ``<m>_generation``; ``router.data_path`` can pick the BLS or the ensembles
+instead; an LLM-API model's ``<m>_llmapi`` with the ``llmapi`` protocol) plus what the router checks
+before anything reaches Triton: tokenizer, input/output limits, chat and streaming.
 """
 
 from __future__ import annotations
@@ -38,14 +39,26 @@ def _tokenizer_dir(model: Model, options: RenderOptions | None) -> str:
 
 
 def _serving(stack: Stack, model: Model) -> dict[str, Any]:
-    """Which Triton model the router calls in each pool.
+    """Which Triton model the router calls in each pool, and the tensor contract it speaks.
 
-    Aggregated and decode pools: our BLS (protocol ``ensemble``: the ensemble/BLS tensor names), which detokenizes incrementally and, when the client goes
-    away, stops the engine's request (Triton 2.51 does not cancel an ensemble's composing requests;
-    the ensemble stays for clients that call Triton directly). Prefill pools: the prefill ensemble,
-    which answers once with the first token and context_phase_params. LLM-API models: ``<m>_llmapi``
-    with protocol ``llmapi`` (text_input + sampling_param_* in, cumulative text_output out).
+    ``router.data_path`` picks it for engine-set models (issue 14):
+
+    * ``engine`` (the default): the engine model itself with token ids, protocol ``engine``. The
+      router applies the chat template, tokenizes, detokenizes and counts, so no Python model sits
+      on Triton's hot path. Aggregated pools: ``<m>_tensorrt_llm`` (or, with in-server
+      disaggregation, ``<m>_disaggregated_serving_bls``, which takes the same tensors); prefill →
+      decode: ``<m>_context`` then ``<m>_generation``.
+    * ``bls``: our BLS, text in and out (protocol ``ensemble``). It detokenizes incrementally and,
+      when the client goes away, stops the engine's request (Triton 2.51 does not cancel an
+      ensemble's composing requests). Prefill pools: the prefill ensemble, which answers once with
+      the first token and context_phase_params.
+    * ``ensemble``: the ensembles themselves (``<m>_ensemble``; ``<m>_prefill`` → ``<m>_decode``).
+
+    The ensemble and BLS are rendered whichever is chosen, for clients that call Triton themselves.
+    LLM-API models: ``<m>_llmapi`` with protocol ``llmapi`` (text_input + sampling_param_* in,
+    cumulative text_output out).
     """
+    data_path = stack.router.data_path
     pools = [p for p in stack.pools if model.name in p.models]
     aggregated = [p for p in pools if p.role == "aggregated"]
     if aggregated:
@@ -58,11 +71,17 @@ def _serving(stack: Stack, model: Model) -> dict[str, Any]:
                 "triton_model": llmapi_model_name(model.name),
                 "protocol": "llmapi",
             }
+        names = triton_names(model.name, "aggregated", in_server_disaggregation=pool.in_server_disaggregation)
+        triton_model = {
+            "engine": names.llm,
+            "bls": _bls(model.name, "aggregated"),
+            "ensemble": names.ensemble,
+        }
         return {
             "kind": "aggregated",
             "pool": pool.name,
-            "triton_model": _bls(model.name, "aggregated"),
-            "protocol": "ensemble",
+            "triton_model": triton_model[data_path],
+            "protocol": "engine" if data_path == "engine" else "ensemble",
         }
     prefill = next(p for p in pools if p.role == "prefill")
     decode = stack.partner_of(prefill)
@@ -77,10 +96,17 @@ def _serving(stack: Stack, model: Model) -> dict[str, Any]:
             "decode": {"pool": decode.name, "triton_model": name},
             "protocol": "llmapi",
         }
+    prefill_names, decode_names = triton_names(model.name, "prefill"), triton_names(model.name, "decode")
+    phases = {
+        "engine": (prefill_names.llm, decode_names.llm),
+        "bls": (prefill_names.ensemble, _bls(model.name, "decode")),
+        "ensemble": (prefill_names.ensemble, decode_names.ensemble),
+    }[data_path]
     return {
         "kind": "disaggregated",
-        "prefill": {"pool": prefill.name, "triton_model": triton_names(model.name, "prefill").ensemble},
-        "decode": {"pool": decode.name, "triton_model": _bls(model.name, "decode")},
+        "prefill": {"pool": prefill.name, "triton_model": phases[0]},
+        "decode": {"pool": decode.name, "triton_model": phases[1]},
+        "protocol": "engine" if data_path == "engine" else "ensemble",
     }
 
 

@@ -19,6 +19,11 @@ Latency figures start when the request head arrived: the server stamps ``scope[A
 (``time.monotonic_ns()``, the base of the app's default clock), so queueing in front of the app
 counts; without the stamp the app's first sight of the request stands in.
 
+Three tensor contracts behind a route (``routes.yaml`` ``protocol``): ``engine`` (the default:
+the ``tensorrt_llm`` model itself; the router tokenizes once, sends ids and detokenizes the
+``output_ids`` with ``engine``), ``ensemble`` (our BLS or the ensembles, text in and out) and
+``llmapi`` (the LLM-API model, cumulative text out).
+
 Disconnects: the server silently drops writes to a closed connection, so each inference request runs
 next to a watcher of ``http.disconnect`` that cancels it; cancellation closes the upstream stream,
 which cancels the request inside Triton.
@@ -44,6 +49,7 @@ from generator.router.auth import ApiKeys, load_api_keys
 from generator.router.config import Aggregated, ModelRoute, Routes
 from generator.router.disagg import DisaggregatedFlow
 from generator.router.dispatch import Dispatcher, PoolTarget
+from generator.router.engine import detokenized, engine_inputs
 from generator.router.metrics import RouterMetrics
 from generator.router.openapi import openapi_document
 from generator.router.policies import Hints, block_hashes, make_policy
@@ -75,7 +81,7 @@ class ModelEntry:
     pools: tuple[PoolState, ...]
     aggregated: PoolTarget | None = None
     triton_model: str = ""
-    protocol: str = "ensemble"  # routes.yaml serving.protocol: "ensemble" or "llmapi"
+    protocol: str = "ensemble"  # routes.yaml serving.protocol: "engine", "ensemble" or "llmapi"
     disaggregated: DisaggregatedFlow | None = None
 
 
@@ -405,8 +411,11 @@ class RouterApp:
             param="messages" if request.chat else "prompt",
         )
         ids: list[int] | None = None
+        engine = entry.protocol == "engine"
         bound = tokenizer.token_bound(text, special)
-        if bound is None or bound > route.max_input_len or settings.policy == "prefix_aware":
+        # One tokenization per request: the engine path sends these ids, prefix-aware routing hashes
+        # them, and the usage count is their length.
+        if engine or bound is None or bound > route.max_input_len or settings.policy == "prefix_aware":
             ids = await tokenizer.encode(text, special)
             if len(ids) > route.max_input_len:
                 raise ApiError(
@@ -417,7 +426,18 @@ class RouterApp:
                     code="context_length_exceeded",
                 )
         request.max_tokens = max_tokens
-        if entry.protocol == "llmapi":
+        if engine:
+            assert ids is not None
+            if not ids:
+                raise ApiError(400, "the prompt is empty: send some text to continue from", param="prompt")
+            inputs = engine_inputs(route, request, max_tokens, ids, tokenizer)
+        elif entry.protocol == "llmapi":
+            if request.min_tokens is not None:
+                raise ApiError(
+                    400,
+                    f"'min_tokens' is not supported by model {entry.name!r} (its LLM-API model has no such input)",
+                    param="min_tokens",
+                )
             # It takes plain text: the chat template, already applied above, is not rendered again.
             plain = tokenizer.plain_text(text) if request.messages is not None else text
             inputs = _llmapi_inputs(plain, request, max_tokens)
@@ -449,6 +469,12 @@ def _ensemble_inputs(route: ModelRoute, request: OpenAIRequest, max_tokens: int)
         inputs["top_k"] = request.top_k
     if request.seed is not None:
         inputs[route.seed_input] = request.seed
+    if request.min_tokens is not None:
+        inputs["min_tokens" if route.seed_input == "seed" else "min_length"] = request.min_tokens
+    if request.presence_penalty is not None:
+        inputs["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        inputs["frequency_penalty"] = request.frequency_penalty
     if request.stop:
         inputs["stop_words"] = list(request.stop)
     if route.token_count_outputs:
@@ -476,6 +502,10 @@ def _llmapi_inputs(text: str, request: OpenAIRequest, max_tokens: int) -> dict[s
         inputs["sampling_param_top_k"] = request.top_k
     if request.seed is not None:
         inputs["sampling_param_seed"] = request.seed
+    if request.presence_penalty is not None:
+        inputs["sampling_param_presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        inputs["sampling_param_frequency_penalty"] = request.frequency_penalty
     if request.stop:
         # Every stop string lets the engine end early; the router's StopTrimmer still cuts the text.
         inputs["sampling_param_stop"] = list(request.stop)
@@ -540,17 +570,28 @@ class _Exchange:
             responses = self.app.dispatcher.stream(
                 entry.aggregated, replace(self.call, model=entry.triton_model), self.hints
             )
-            return _text_deltas(responses) if entry.protocol == "llmapi" else responses
-        assert entry.disaggregated is not None
-        return entry.disaggregated.run(entry.name, self.call, self.hints, self.request.stream, self._finished)
+            if entry.protocol == "llmapi":
+                return _text_deltas(responses)
+        else:
+            assert entry.disaggregated is not None
+            responses = entry.disaggregated.run(
+                entry.name, self.call, self.hints, self.request.stream, self._finished
+            )
+        if entry.protocol == "engine":  # token ids → text, here rather than in a Python model in Triton
+            return detokenized(responses, entry.tokenizer, self.prompt.tokens(entry.tokenizer))
+        return responses
 
     def _finished(self, context: Response) -> bool:
         """Did the prefill phase already end the request?"""
         if self.request.max_tokens == 1:
             return True
-        if context.output_ids and context.output_ids[-1] in self.entry.tokenizer.end_ids:
+        tokenizer = self.entry.tokenizer
+        if context.output_ids and context.output_ids[-1] in tokenizer.end_ids:
             return True
-        return any(stop in context.text for stop in self.request.stop)
+        text = context.text
+        if self.entry.protocol == "engine" and context.output_ids:
+            text = tokenizer.decode(context.output_ids)
+        return any(stop in text for stop in self.request.stop)
 
     def _usage(self, text: str, last: Response | None) -> dict[str, int]:
         tokenizer = self.entry.tokenizer

@@ -1,7 +1,7 @@
 """``routes.yaml``: what the router serves and where, as the generator renders it.
 
 The file is self-describing: models → how each is served (one aggregated pool, or a prefill +
-decode pair, with the Triton model names to call) → pools → replica endpoints (static hosts, or a
+decode pair, with the Triton model names to call and the tensor contract they speak) → pools → replica endpoints (static hosts, or a
 DNS name such as a Kubernetes headless Service that resolves to every replica).
 """
 
@@ -25,12 +25,17 @@ __all__ = [
     "ModelRoute",
     "Phase",
     "PoolRoute",
+    "Protocol",
     "Routes",
     "load_routes",
     "parse_routes",
 ]
 
 ROUTES_API_VERSION = "tritonstack/routes-v1"
+
+# The tensor contract the router speaks to a route's Triton model(s). A file without the field
+# predates the others and meant the ensemble contract.
+Protocol = Literal["engine", "ensemble", "llmapi"]
 
 
 class Endpoint(Closed):
@@ -74,9 +79,10 @@ class Aggregated(Closed):
     kind: Literal["aggregated"] = "aggregated"
     pool: str
     triton_model: str
-    protocol: Literal["ensemble", "llmapi"] = Field(
+    protocol: Protocol = Field(
         default="ensemble",
-        description="Tensor contract of triton_model: ensemble (our BLS/ensemble: text_input, max_tokens, "
+        description="Tensor contract of triton_model: engine (the tensorrt_llm model: input_ids in, output_ids "
+        "out; the router tokenizes and detokenizes), ensemble (our BLS/ensemble: text_input, max_tokens, "
         "stream, ...) or llmapi (the LLM-API model: text_input, streaming, sampling_param_*, cumulative "
         "text_output and finish_reason)",
     )
@@ -86,10 +92,12 @@ class Disaggregated(Closed):
     kind: Literal["disaggregated"] = "disaggregated"
     prefill: Phase
     decode: Phase
-    protocol: Literal["ensemble", "llmapi"] = Field(
+    protocol: Protocol = Field(
         default="ensemble",
-        description="Tensor contract of both phases: ensemble (our prefill ensemble and decode BLS, the hand-over "
-        "in context_phase_params) or llmapi (tritonstack's LLM-API model, the hand-over in disaggregated_params)",
+        description="Tensor contract of both phases: engine (the context and generation tensorrt_llm models, "
+        "token ids, the hand-over in context_phase_params), ensemble (our prefill ensemble and decode BLS, the "
+        "hand-over in context_phase_params) or llmapi (tritonstack's LLM-API model, the hand-over in "
+        "disaggregated_params)",
     )
 
 

@@ -13,7 +13,10 @@ re-done in the router because the two phases live on different pools.
 * The decode phase is not retried once a streaming client has its first token. Any failure ends in
   an ApiError; closing the generator cancels whichever phase is running upstream.
 
-Two tensor contracts (``protocol``): ``ensemble`` (our prefill ensemble and decode BLS on the
+Three tensor contracts (``protocol``): ``engine`` (the context and generation ``tensorrt_llm``
+models themselves, token ids in and out: the context answer's ``output_ids`` are the first token,
+which the generation stream sends again first and which is dropped there; the hand-over is
+``context_phase_params``), ``ensemble`` (our prefill ensemble and decode BLS on the
 engine or reference engine; the hand-over is ``context_phase_params``) and ``llmapi``
 (tritonstack's LLM-API model in both pools; the hand-over is ``disaggregated_params``, the
 serialized ``DisaggregatedParams`` of the context phase, as trtllm-serve's disaggregated
@@ -29,8 +32,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from typing import Literal
 
+from generator.router.config import Protocol
 from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints
@@ -50,7 +53,7 @@ class DisaggregatedFlow:
     decode_model: str
     prefill_timeout_s: float
     clock: Callable[[], float] = time.monotonic
-    protocol: Literal["ensemble", "llmapi"] = "ensemble"
+    protocol: Protocol = "ensemble"
 
     def _check_ready(self) -> None:
         """Both phases need a ready replica before any work starts: a prefill whose decode cannot run
@@ -74,12 +77,12 @@ class DisaggregatedFlow:
     ) -> AsyncIterator[Response]:
         self._check_ready()
         started = self.clock()
-        llmapi = self.protocol == "llmapi"
+        llmapi, engine = self.protocol == "llmapi", self.protocol == "engine"
         context_call = replace(
             call,
             model=self.prefill_model,
             request_id=f"{call.request_id}-ctx",
-            inputs={**call.inputs, "streaming" if llmapi else "stream": False},
+            inputs={**call.inputs, "stream" if self.protocol == "ensemble" else "streaming": False},
             parameters={**call.parameters, "request_type": "context_only"},
         )
         context: Response | None = None
@@ -116,9 +119,11 @@ class DisaggregatedFlow:
             )
             return
         first_text = ""
+        replayed: list[int] = []
         if streaming:
             first_text = context.text
-            yield Response(text=first_text)
+            replayed = list(context.output_ids or []) if engine else []
+            yield Response(text=first_text, output_ids=replayed or None)
         generation_call = replace(
             call,
             model=self.decode_model,
@@ -138,6 +143,11 @@ class DisaggregatedFlow:
                     first = False
                     if first_text and response.text.startswith(first_text):
                         response.text = response.text[len(first_text) :]
+                if replayed and response.output_ids:
+                    # The generation phase streams the context phase's token(s) again first.
+                    ids, replayed = response.output_ids, []
+                    if ids[: len(context.output_ids or [])] == context.output_ids:
+                        response.output_ids = ids[len(context.output_ids or []) :]
                 yield response
 
 

@@ -64,6 +64,9 @@ def _sampling(models: list[str], max_tokens: int) -> dict[str, Any]:
         "top_p": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
         "top_k": _nullable({"type": "integer", "minimum": 0, "maximum": INT32_MAX}),
         "seed": _nullable({"type": "integer", "minimum": 0, "maximum": UINT64_MAX}),
+        "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+        "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+        "min_tokens": _nullable({"type": "integer", "minimum": 0, "maximum": INT32_MAX}),
         "stop": _nullable(
             {
                 "anyOf": [

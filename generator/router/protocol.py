@@ -84,6 +84,9 @@ class OpenAIRequest:
     top_p: float | None = None
     top_k: int | None = None  # not in OpenAI's API; vLLM and trtllm-serve accept it, so do we
     seed: int | None = None
+    presence_penalty: float | None = None  # OpenAI's −2…2; the engine's presence_penalty input
+    frequency_penalty: float | None = None
+    min_tokens: int | None = None  # not in OpenAI's API; vLLM's name, the engine's min_tokens input
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
@@ -178,12 +181,6 @@ UNSUPPORTED_FIELDS: tuple[_Unsupported, ...] = (
         completions=False,
     ),
     _Unsupported("logit_bias", "no logit bias", _empty),
-    _Unsupported(
-        "frequency_penalty", "the penalty is not passed to the engine; send 0", lambda v: v is None or v == 0
-    ),
-    _Unsupported(
-        "presence_penalty", "the penalty is not passed to the engine; send 0", lambda v: v is None or v == 0
-    ),
     _Unsupported("tools", "no tool calling", _empty, completions=False),
     _Unsupported("tool_choice", "no tool calling", lambda v: v is None or v == "none", completions=False),
     _Unsupported("functions", "no function calling", _empty, completions=False),
@@ -316,8 +313,12 @@ def parse_request(raw: bytes, chat: bool) -> OpenAIRequest:
     request.top_p = _number(body, "top_p", 0.0, 1.0, open_low=True)
     request.top_k = _integer(body, "top_k", 0, INT32_MAX)
     request.seed = _integer(body, "seed", 0, UINT64_MAX)
-    for penalty in ("frequency_penalty", "presence_penalty"):
-        _number(body, penalty, -2.0, 2.0)
+    # Penalties reach the engine on every path (its presence_penalty/frequency_penalty inputs, the
+    # BLS and ensemble inputs of the same names, the LLM-API model's sampling_param_*). Zero is
+    # OpenAI's default and the engine's "off": it is not sent.
+    request.presence_penalty = _number(body, "presence_penalty", -2.0, 2.0) or None
+    request.frequency_penalty = _number(body, "frequency_penalty", -2.0, 2.0) or None
+    request.min_tokens = _integer(body, "min_tokens", 0, INT32_MAX) or None
     _refuse_unsupported(body, chat)
     request.stop = _stop(body)
     request.stream = _boolean(body, "stream")

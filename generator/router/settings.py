@@ -12,9 +12,10 @@ from pydantic import Field
 
 from generator.spec_base import Closed, Port
 
-__all__ = ["Policy", "RouterSettings"]
+__all__ = ["DataPath", "Policy", "RouterSettings"]
 
 Policy = Literal["least_inflight", "round_robin", "session_affinity", "prefix_aware"]
+DataPath = Literal["engine", "bls", "ensemble"]
 Seconds = Annotated[float, Field(gt=0)]
 
 
@@ -32,6 +33,12 @@ class RouterSettings(Closed):
         default="http",
         description="How the router talks to Triton: HTTP generate_stream (half the router CPU per token, "
         "measured in benchmarks/router_overhead.py) or the gRPC stream",
+    )
+    data_path: DataPath = Field(
+        default="engine",
+        description="Which Triton model the router calls for engine-set models: engine (the tensorrt_llm model "
+        "with token ids; the router tokenizes and detokenizes, no Python model on Triton's hot path), bls "
+        "(our BLS, text in and out) or ensemble (the ensemble); LLM-API models always get their own model",
     )
     # Session affinity: header first, then the OpenAI `user` field.
     session_header: str = "x-session-id"

@@ -1,7 +1,10 @@
-"""The model's tokenizer, used by the router for three things: the input-length check that answers
-400 before anything reaches Triton, token ids for prefix-aware routing, and usage counts when the
-target does not return ``num_input_tokens``/``num_output_tokens`` (the LLM-API model never does). For
-LLM-API models it also renders a chat request's messages to text with the chat template.
+"""The model's tokenizer, used by the router for: the input-length check that answers 400 before
+anything reaches Triton, token ids for prefix-aware routing, and usage counts when the target does
+not return ``num_input_tokens``/``num_output_tokens`` (the LLM-API model never does). For LLM-API
+models it also renders a chat request's messages to text with the chat template. On the
+engine-direct path (``generator/router/engine.py``) it is the whole text side of the engine:
+prompt ids, ``end_id``/``pad_id``, stop-word ids, and streaming detokenization
+(:meth:`ModelTokenizer.stream_decoder`).
 
 Loaded from the model's local ``tokenizer_dir`` (never a model hub). The length check usually needs
 no tokenizing: for byte-level BPE (GPT-2, Llama 3, Qwen, GPT-OSS tokenizers) a prompt has at most
@@ -31,7 +34,9 @@ from generator.router.protocol import ApiError
 __all__ = [
     "THREAD_OVER_CHARS",
     "ModelTokenizer",
+    "StreamDecoder",
     "TokenizerLike",
+    "WindowDecoder",
     "byte_growth",
     "check_prompt_bytes",
     "load_tokenizer",
@@ -138,6 +143,12 @@ class ModelTokenizer:
         self._leading_bos = (
             bos if bos and bos_id is not None and self._encode("", True)[:1] == [bos_id] else None
         )
+        # What the preprocessing model sends the engine (its PromptEncoder): the ids of the eos and
+        # pad tokens; None when the tokenizer names none (the engine then keeps its own default).
+        self.end_id = _single_id(tokenizer, getattr(tokenizer, "eos_token", None))
+        self.pad_id = _single_id(tokenizer, getattr(tokenizer, "pad_token", None))
+        if self.pad_id is None:
+            self.pad_id = self.end_id
 
     def prompt_text(self, prompt: str | None, messages: list[dict[str, Any]] | None) -> tuple[str, bool]:
         """The text the model encodes and whether special tokens are added to it: a chat request's
@@ -178,6 +189,106 @@ class ModelTokenizer:
 
     def count(self, text: str, special: bool = False) -> int:
         return len(self._encode(text, special)) if text or special else 0
+
+    def word_ids(self, word: str) -> list[int]:
+        """A stop word as the engine matches it: its ids without special tokens (as preprocessing)."""
+        return self._encode(word, False)
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids to text as the postprocessing model decodes them (special tokens skipped)."""
+        if self._rust is not None:
+            return self._rust.decode(ids, skip_special_tokens=True)
+        return str(self._tok.decode(ids, skip_special_tokens=True))
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder for one response stream: feed token ids, get back the new exact text."""
+        if self._rust is not None:
+            return _RustStream(self._rust, self.decode)
+        return WindowDecoder(self.decode)
+
+
+class StreamDecoder(Protocol):
+    def step(self, ids: list[int]) -> str:
+        """New token ids in; the text they complete out ("" while a character is incomplete)."""
+
+    def finish(self) -> str:
+        """At the end of the stream: text still held back (an incomplete character decodes to
+        U+FFFD, as a whole decode of the same ids would), else ""."""
+
+
+class _RustStream:
+    """``tokenizers.decoders.DecodeStream``: the Rust core keeps a prefix window per stream and
+    returns text only once it is complete (a multibyte character split over tokens comes out whole,
+    a SentencePiece word keeps its leading space). One call per response, whatever its token count.
+    A step whose ids end inside a character returns None for all of them; their text comes with
+    the step that completes the character, or from :meth:`finish`."""
+
+    __slots__ = ("_decode", "_emitted", "_ids", "_pending", "_step", "_tokenizer")
+
+    def __init__(self, tokenizer: Any, decode: Callable[[list[int]], str]) -> None:
+        from tokenizers.decoders import DecodeStream
+
+        self._tokenizer = tokenizer
+        self._step = DecodeStream(skip_special_tokens=True).step
+        self._decode = decode
+        self._ids: list[int] = []
+        self._emitted = 0  # characters handed out
+        self._pending = False
+
+    def step(self, ids: list[int]) -> str:
+        self._ids.extend(ids)
+        text = self._step(self._tokenizer, ids)
+        if text is None:
+            self._pending = True
+            return ""
+        self._pending = False
+        self._emitted += len(text)
+        return text
+
+    def finish(self) -> str:
+        if not self._pending:
+            return ""
+        self._pending = False
+        text = self._decode(self._ids)[self._emitted :]
+        self._emitted += len(text)
+        return text
+
+
+class WindowDecoder:
+    """For a tokenizer without a Rust core: decode a window (the last emitted tokens as context,
+    then the new ones) and emit what the new tokens add, holding back a trailing incomplete
+    character (U+FFFD) until its bytes arrive. Each step costs the window, not the whole text."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._tokens: list[int] = []
+        self._prefix = 0  # tokens[_prefix:_read] were emitted: context for the next step
+        self._read = 0
+
+    def step(self, ids: list[int]) -> str:
+        self._tokens.extend(ids)
+        context = self._decode(self._tokens[self._prefix : self._read])
+        text = self._decode(self._tokens[self._prefix :])
+        if len(text) <= len(context) or text.endswith("\ufffd"):
+            return ""  # nothing complete yet
+        self._prefix, self._read = self._read, len(self._tokens)
+        return text[len(context) :]
+
+    def finish(self) -> str:
+        if self._read == len(self._tokens):
+            return ""
+        context = self._decode(self._tokens[self._prefix : self._read])
+        text = self._decode(self._tokens[self._prefix :])
+        self._prefix = self._read = len(self._tokens)
+        return text[len(context) :]
+
+
+def _single_id(tokenizer: TokenizerLike, token: Any) -> int | None:
+    if not isinstance(token, str):
+        return None
+    convert = getattr(tokenizer, "convert_tokens_to_ids", None)
+    value = convert(token) if convert is not None else None
+    return int(value) if isinstance(value, int) else None
 
 
 TokenizerLoader = Callable[[str], TokenizerLike]

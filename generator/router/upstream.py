@@ -35,6 +35,7 @@ from generator.router.config import Endpoint
 from generator.router.http1 import Http1Client, Http1Error
 
 __all__ = [
+    "INPUT_ROWS",
     "INPUT_TYPES",
     "GenerateCall",
     "GrpcUpstream",
@@ -60,6 +61,10 @@ INPUT_TYPES: dict[str, str] = {
     "seed": "UINT64",
     "random_seed": "UINT64",
     "stop_words": "BYTES",
+    "min_tokens": "INT32",
+    "min_length": "INT32",
+    "presence_penalty": "FP32",
+    "frequency_penalty": "FP32",
     "end_id": "INT32",
     "exclude_input_in_output": "BOOL",
     "return_num_input_tokens": "BOOL",
@@ -73,11 +78,24 @@ INPUT_TYPES: dict[str, str] = {
     "sampling_param_top_k": "INT32",
     "sampling_param_seed": "UINT64",
     "sampling_param_stop": "BYTES",
+    "sampling_param_presence_penalty": "FP32",
+    "sampling_param_frequency_penalty": "FP32",
     "sampling_param_exclude_input_from_output": "BOOL",
     "return_finish_reason": "BOOL",
     # tritonstack's LLM-API model in a decode pool: the prefill answer's hand-over, passed on unchanged.
     "disaggregated_params": "UINT8",
+    # The tensorrt_llm model itself (engine-direct path, generator/router/engine.py).
+    "input_ids": "INT32",
+    "input_lengths": "INT32",
+    "request_output_len": "INT32",
+    "pad_id": "INT32",
+    "runtime_top_k": "INT32",
+    "runtime_top_p": "FP32",
+    "stop_words_list": "INT32",
 }
+# Inputs declared with more than one dimension: their declared leading dims (the rest is -1). They
+# travel flat, as a list, and take this shape here (gRPC) or from the model config (HTTP generate).
+INPUT_ROWS: dict[str, int] = {"stop_words_list": 2}
 _NUMPY = {"INT32": np.int32, "UINT64": np.uint64, "FP32": np.float32, "BOOL": np.bool_, "UINT8": np.uint8}
 
 
@@ -121,7 +139,7 @@ def classify_error(message: str, status: int | None = None) -> UpstreamError:
 @dataclass(frozen=True)
 class GenerateCall:
     model: str
-    inputs: dict[str, Any]  # name -> scalar, str, list[str] or bytes (UINT8)
+    inputs: dict[str, Any]  # name -> scalar, str, list[str], list[int] or bytes (UINT8)
     request_id: str
     parameters: dict[str, str] = field(default_factory=dict)
 
@@ -272,8 +290,11 @@ class GrpcUpstream:
                 items = [v.encode() for v in value] if isinstance(value, list) else [str(value).encode()]
                 raw, count = _serialize_bytes(items), len(items)
             else:
-                raw, count = np.asarray([value], dtype=_NUMPY[datatype]).tobytes(), 1
-            tensor.shape.extend([1, count] if info.batched else [count])
+                array = np.asarray(value if isinstance(value, list) else [value], dtype=_NUMPY[datatype])
+                raw, count = array.tobytes(), array.size
+            rows = INPUT_ROWS.get(name)
+            shape = [count] if rows is None else [rows, count // rows]
+            tensor.shape.extend([1, *shape] if info.batched else shape)
             request.raw_input_contents.append(raw)
         return request
 
