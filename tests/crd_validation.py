@@ -63,9 +63,9 @@ def _defaulted(schema: dict[str, Any], value: Any) -> Any:
                 out[key] = _defaulted(sub, out[key])
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
-            for key in out:
+            for key, item in out.items():
                 if key not in properties:
-                    out[key] = _defaulted(extra, out[key])
+                    out[key] = _defaulted(extra, item)
         return out
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [_defaulted(schema["items"], item) for item in value]

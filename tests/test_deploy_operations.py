@@ -13,7 +13,7 @@ from generator.render.deploy_gateway import ENGINE_LABEL, ENGINE_TYPE, SIDECAR
 from generator.render.monitoring import MONITORING_ROOT
 from generator.router import command as router_command
 from generator.router.config import parse_routes
-from tests.deploy_fixtures import SPECS, deploy_files, stack_of
+from tests.deploy_fixtures import deploy_files, stack_of
 
 
 def _objects(name: str) -> list[dict]:

@@ -32,10 +32,10 @@ __all__ = [
     "ENGINE_LABEL",
     "ENGINE_TYPE",
     "SIDECAR",
+    "gateway_objects",
     "gateway_pools",
     "sidecar_routes",
     "with_router_sidecar",
-    "gateway_objects",
 ]
 
 Json = dict[str, Any]
@@ -275,13 +275,13 @@ def _epp_deployment(topo: Topology, pool: PoolTopology, name: str, labels: Json,
         "image": image_with_registry(gateway.epp_image, stack.deploy.images.registry),
         "imagePullPolicy": stack.deploy.images.pull_policy,
         "args": [
-            "--pool-name", pool.name,
-            "--pool-namespace", topo.namespace,
-            "--pool-group", INFERENCE_GROUP,
-            "--config-file", f"/config/{EPP_CONFIG_FILE}",
-            "--grpc-health-port", str(EPP_HEALTH_PORT),
-            "--zap-encoder", "json",
-        ],  # fmt: skip
+            f"--pool-name={pool.name}",
+            f"--pool-namespace={topo.namespace}",
+            f"--pool-group={INFERENCE_GROUP}",
+            f"--config-file=/config/{EPP_CONFIG_FILE}",
+            f"--grpc-health-port={EPP_HEALTH_PORT}",
+            "--zap-encoder=json",
+        ],
         "ports": [
             {"name": "grpc", "containerPort": EPP_GRPC_PORT, "protocol": "TCP"},
             {"name": "grpc-health", "containerPort": EPP_HEALTH_PORT, "protocol": "TCP"},

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.errors import RenderError
-from generator.render.deploy_gateway import ENGINE_LABEL, ENGINE_TYPE, gateway_objects, gateway_pools, sidecar_routes, with_router_sidecar
+from generator.render.deploy_gateway import (
+    ENGINE_LABEL,
+    ENGINE_TYPE,
+    gateway_objects,
+    gateway_pools,
+    sidecar_routes,
+    with_router_sidecar,
+)
 from generator.render.deploy_operations import (
     ScaleTarget,
     dashboard_objects,
@@ -34,6 +41,7 @@ from generator.render.deploy_operations import (
 )
 from generator.render.deploy_pods import ApiKeysRef, PodParts, lws_pods, tool_pod, triton_pod
 from generator.render.deploy_render import K8S_TEMPLATES, render_yaml
+from generator.render.deploy_settings import GpuKind
 from generator.render.deploy_topology import (
     CONFIG_MOUNT,
     EXPORTER_CONFIG_FILE,
@@ -44,10 +52,9 @@ from generator.render.deploy_topology import (
     Topology,
     headless_service,
 )
-from generator.render.deploy_settings import GpuKind
 from generator.spec import Stack
 
-__all__ = ["K8S_ROOT", "Workload", "render_kubernetes", "gpu_kinds", "config_map_name"]
+__all__ = ["K8S_ROOT", "Workload", "config_map_name", "gpu_kinds", "render_kubernetes"]
 
 K8S_ROOT = "deploy/k8s"
 ROUTER_HEALTH_PATH = "/health"  # live
@@ -172,8 +179,10 @@ def _operations(
         ),
         "autoscaling.yaml": ("KEDA ScaledObjects on the exporter's series; needs KEDA (https://keda.sh).", scaling),
         "gateway.yaml": (
-            "Gateway API inference routing; needs the inference extension CRDs, a Gateway that implements "
-            "them, and Body-Based Routing (X-Gateway-Model-Name).",
+            (
+                "Gateway API inference routing; needs the inference extension CRDs, a Gateway that implements "
+                "them, and Body-Based Routing (X-Gateway-Model-Name)."
+            ),
             gateway,
         ),
     }
