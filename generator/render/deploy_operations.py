@@ -29,12 +29,12 @@ from generator.render.monitoring import RULE_FILES
 
 __all__ = [
     "ScaleTarget",
+    "dashboard_objects",
+    "flux_kustomization",
+    "prometheus_rule",
     "scaled_objects",
     "scaling_of",
     "trigger_queries",
-    "prometheus_rule",
-    "dashboard_objects",
-    "flux_kustomization",
 ]
 
 Json = dict[str, Any]

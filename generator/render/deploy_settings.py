@@ -15,23 +15,23 @@ from pydantic import AfterValidator, Field, model_validator
 from generator.spec_base import Closed, PoolName, Port, PositiveInt
 
 __all__ = [
+    "Autoscaling",
+    "ComponentResources",
     "DeploySettings",
+    "GatewayRouting",
+    "GitOps",
+    "GpuKind",
     "ImageSettings",
+    "InferenceObjective",
+    "MonitoringObjects",
+    "PoolAutoscaling",
+    "PoolScaling",
+    "PrometheusAccess",
+    "Resources",
+    "RouterDeploy",
     "StorageSettings",
     "SyncSettings",
-    "GpuKind",
-    "Resources",
-    "ComponentResources",
-    "RouterDeploy",
-    "Autoscaling",
     "TritonPorts",
-    "PrometheusAccess",
-    "GitOps",
-    "PoolScaling",
-    "PoolAutoscaling",
-    "MonitoringObjects",
-    "InferenceObjective",
-    "GatewayRouting",
 ]
 
 # Kubernetes quantities (CPU "500m", "8"; memory "16Gi", "512Mi"): checked here so a typo is a spec
