@@ -97,6 +97,27 @@ def test_verify_passes_on_the_stack_as_rendered(
     assert {"metrics/exporter", "metrics/router", "pipeline-by-hand", "context-only"} <= checks
 
 
+def test_from_up_reads_every_address_from_the_run_directory(
+    stack: tuple[Launcher, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    launcher, out = stack
+    run_dir = out.with_name("run")
+    endpoints = json.loads((run_dir / "endpoints.json").read_text())
+    assert endpoints["router"] == service_url(launcher, "router")
+    assert [r["http"] for r in endpoints["pools"]["chat"]] == [r.http_url for r in launcher.replicas if r.pool == "chat"]
+    code = main(["verify", str(SPEC), "--reference-engine", "--from-up", str(run_dir), "--json"])
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert not _failures(results), "\n".join(_failures(results))
+    assert code == 0
+    assert {"router/chat", "metrics/exporter"} <= {r["check"] for r in results}
+
+
+def test_from_up_without_endpoints_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["verify", str(SPEC), "--reference-engine", "--from-up", str(tmp_path)])
+    assert code == 1
+    assert "no endpoints.json there" in capsys.readouterr().err
+
+
 def test_table_and_help(stack: tuple[Launcher, Path], capsys: pytest.CaptureFixture[str]) -> None:
     launcher, out = stack
     chat = launcher.replicas[0]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from generator.commands.common import add_out_argument, add_reference_engine_argument, add_spec_argument
 from generator.errors import TritonstackError
 from generator.pipeline import build
+from generator.runtime.local_stack import ENDPOINTS_FILE
 from generator.spec import Stack
 from generator.verify.checks import ReplicaAddress, Targets, verify_stack
 from generator.verify.conformance import ConformanceSettings
@@ -34,7 +37,11 @@ in the configs are relative to --out). Each Triton replica is --triton POOL=URL 
 repeat for each replica, in order). Its gRPC and metrics addresses default to Triton's port layout
 (HTTP port + 1, HTTP port + 2); give them with --triton-grpc / --triton-metrics, in the same order.
 
-example (the addresses `tritonstack up` printed):
+For a stack started by `tritonstack up`, --from-up RUN_DIR reads every address (and --out) from
+RUN_DIR/endpoints.json:
+  tritonstack verify examples/quickstart.yaml --reference-engine --from-up build/quickstart.run
+
+example (addresses given by hand, e.g. from port-forwards):
   tritonstack verify examples/quickstart.yaml --reference-engine --out build \\
       --triton chat=http://127.0.0.1:8000 --triton chat=http://127.0.0.1:8100 \\
       --triton pd-prefill=http://127.0.0.1:8200 --triton pd-decode=http://127.0.0.1:8300 \\
@@ -70,6 +77,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="POOL=URL",
         help="metrics URL of a pool replica, in --triton order (default: http://host:<HTTP port + 2>/metrics)",
     )
+    parser.add_argument(
+        "--from-up",
+        type=Path,
+        metavar="RUN_DIR",
+        help="read the addresses and --out of a stack `tritonstack up` started from RUN_DIR/endpoints.json",
+    )
     parser.add_argument("--router", metavar="URL", help="the router's base URL (without /v1)")
     parser.add_argument("--exporter", metavar="URL", help="the exporter's base URL")
     parser.add_argument("--api-key", metavar="KEY", help="sent to the router as Authorization: Bearer KEY")
@@ -80,6 +93,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_up is not None:
+        _read_up_endpoints(args)
     built = build(args.spec, args.out, reference_engine=args.reference_engine)
     targets = Targets(
         replicas=tuple(_replicas(built.stack, args.triton, args.triton_grpc, args.triton_metrics)),
@@ -97,6 +112,29 @@ def run(args: argparse.Namespace) -> int:
 
 class VerifyArgumentError(TritonstackError):
     """An address argument of ``tritonstack verify`` is malformed or names an unknown pool."""
+
+
+def _read_up_endpoints(args: argparse.Namespace) -> None:
+    """Fill the address arguments (and --out) from a run directory of `tritonstack up`; addresses
+    given on the command line as well are kept after these."""
+    path = args.from_up / ENDPOINTS_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        pools = document["pools"]
+        replicas = [(pool, r) for pool, members in pools.items() for r in members]
+        args.triton = [f"{pool}={r['http']}" for pool, r in replicas] + args.triton
+        args.triton_grpc = [f"{pool}={r['grpc']}" for pool, r in replicas] + args.triton_grpc
+        args.triton_metrics = [f"{pool}={r['metrics']}" for pool, r in replicas] + args.triton_metrics
+        args.router = args.router or document.get("router")
+        args.exporter = args.exporter or document.get("exporter")
+        args.out = Path(document["out_dir"])
+    except FileNotFoundError:
+        raise VerifyArgumentError(
+            f"--from-up {args.from_up}: no {ENDPOINTS_FILE} there; give the run directory `tritonstack up` "
+            "printed (it writes the file once the stack is ready)"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise VerifyArgumentError(f"--from-up {args.from_up}: {path} is not what `tritonstack up` writes ({exc})") from None
 
 
 def _pairs(values: list[str], flag: str, pools: set[str]) -> list[tuple[str, str]]:

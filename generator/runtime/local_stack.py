@@ -1,12 +1,13 @@
 """A whole stack on this machine: the pools' tritonservers, then router, exporter and Prometheus.
 
 The router and exporter get configs written for the servers just started (static addresses and
-the servers' PIDs) into the run directory, next to the logs; the rendered output stays exactly as
-rendered. Prometheus starts only when its binary is installed (Debian package ``prometheus``).
+the servers' PIDs) into the run directory, next to the logs, and ``endpoints.json`` there says where
+everything answers (``tritonstack verify --from-up``); the rendered output stays exactly as rendered. Prometheus starts only when its binary is installed (Debian package ``prometheus``).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -20,7 +21,10 @@ from generator.runtime.launcher import Launcher, LaunchSettings, Managed, Servic
 from generator.runtime.tritonserver import TritonInstall
 from generator.spec import Stack
 
-__all__ = ["LocalStackSettings", "service_url", "start_local_stack"]
+__all__ = ["ENDPOINTS_FILE", "LocalStackSettings", "service_url", "start_local_stack", "write_endpoints"]
+
+# Written into the run directory once everything is ready.
+ENDPOINTS_FILE = "endpoints.json"
 
 
 @dataclass(frozen=True)
@@ -101,10 +105,28 @@ def start_local_stack(
                 "/-/ready",
             )
         launcher.wait_ready(on_progress)
+        write_endpoints(run_dir / ENDPOINTS_FILE, launcher, out_dir)
     except BaseException:
         launcher.stop()
         raise
     return launcher
+
+
+def write_endpoints(path: Path, launcher: Launcher, out_dir: Path) -> None:
+    """Where every part of a running local stack answers, for ``tritonstack verify --from-up``."""
+    document = {
+        "out_dir": str(out_dir.absolute()),
+        "pools": {
+            pool: [
+                {"http": r.http_url, "grpc": r.grpc_address, "metrics": r.metrics_url}
+                for r in launcher.replicas
+                if r.pool == pool
+            ]
+            for pool in dict.fromkeys(r.pool for r in launcher.replicas)
+        },
+        **{s.label: s.url for s in launcher.services if isinstance(s, Service)},
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
 def service_url(launcher: Launcher, label: str) -> str | None:
