@@ -1,6 +1,6 @@
-"""The router over the rendered quickstart stack: real tritonservers, the generator's ensembles and
-the reference engine (tiny-chat: aggregated pool of two; tiny-pd: prefill pool → decode pool),
-driven by the official openai client."""
+"""The router over the rendered quickstart stack: real tritonservers, the generator's engine models
+(the router's default engine-direct routes) and the reference engine (tiny-chat: aggregated pool of
+two; tiny-pd: prefill pool → decode pool), driven by the official openai client."""
 
 from __future__ import annotations
 
@@ -79,9 +79,12 @@ def test_disaggregated_answer_equals_aggregated_for_the_same_engine_seed(router:
     assert first.choices[0].text == again.choices[0].text
 
 
-def test_disconnect_cancels_the_engine_request(router: RunningRouter, running_quickstart: RunningStack) -> None:
-    """The router calls the decode pool's BLS; a client that goes away mid-stream makes the BLS stop the
-    engine's request, which the reference engine counts as cancelled (not completed). tiny-pd decodes
+def test_disconnect_cancels_the_engine_request(
+    router: RunningRouter, running_quickstart: RunningStack
+) -> None:
+    """The router calls the decode pool's generation model directly (engine-direct, the default); a
+    client that goes away mid-stream closes the upstream stream, Triton cancels the engine's request,
+    and the reference engine counts it as cancelled (not completed). tiny-pd decodes
     at 200 tokens/s, so 500 tokens take long enough for the cancellation to arrive first."""
     replicas = [
         Endpoint(host=r.host, http=r.http_port, grpc=r.grpc_port, metrics=r.metrics_port)
