@@ -19,7 +19,7 @@ import celpy
 import jsonschema
 from referencing import Registry, Resource
 
-from generator.render.deploy_render import DEPLOY_ROOT
+from generator.resources import DEPLOY_ROOT
 
 __all__ = ["CelReport", "schema_files", "validate_custom_resource"]
 

@@ -12,12 +12,8 @@ import pytest
 
 from generator.exporter.catalogue import CATALOGUE
 from generator.exporter.config import parse_config
-from generator.render.monitoring import (
-    MONITORING_ROOT,
-    local_exporter_config,
-    local_prometheus_config,
-    render_monitoring,
-)
+from generator.render.monitoring import local_exporter_config, local_prometheus_config, render_monitoring
+from generator.resources import MONITORING_ROOT
 from generator.spec import load_spec
 from tests.conftest import EXAMPLES
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from generator.render.deploy_k8s import gpu_kinds, router_api_keys
 from generator.render.deploy_paths import ArtifactPath, kubernetes_path_problems
-from generator.render.deploy_render import DEPLOY_ROOT
 from generator.render.deploy_topology import Topology
 from generator.render.jinja import render_template
+from generator.resources import DEPLOY_ROOT
 
 __all__ = ["README", "render_readme"]
 

@@ -18,11 +18,10 @@ import yaml
 from generator import yamlio
 from generator.errors import RenderError
 from generator.render.jinja import environment, render_template
+from generator.resources import DEPLOY_ROOT
 
-__all__ = ["DEPLOY_ROOT", "K8S_TEMPLATES", "COMPOSE_TEMPLATES", "render_yaml", "to_yaml_block", "to_yaml_value"]
+__all__ = ["K8S_TEMPLATES", "COMPOSE_TEMPLATES", "render_yaml", "to_yaml_block", "to_yaml_value"]
 
-# The repository's top-level deploy/ folder (the package is installed editable, like templates/).
-DEPLOY_ROOT = Path(__file__).resolve().parents[2] / "deploy"
 K8S_TEMPLATES = DEPLOY_ROOT / "templates" / "k8s"
 COMPOSE_TEMPLATES = DEPLOY_ROOT / "templates" / "compose"
 

@@ -13,10 +13,7 @@ import jinja2
 
 from generator.errors import RenderError
 
-__all__ = ["TEMPLATES_ROOT", "environment", "render_template", "pbtxt_str"]
-
-# The repository's top-level templates/ folder (the package is installed editable, see README).
-TEMPLATES_ROOT = Path(__file__).resolve().parents[2] / "templates"
+__all__ = ["environment", "render_template", "pbtxt_str"]
 
 
 def pbtxt_str(value: object) -> str:
@@ -41,7 +38,7 @@ def pbtxt_str(value: object) -> str:
 @functools.lru_cache(maxsize=8)
 def environment(directory: Path) -> jinja2.Environment:
     if not directory.is_dir():
-        raise RenderError(f"template folder {directory} is missing; reinstall tritonstack from its repository")
+        raise RenderError(f"template folder {directory} is missing; reinstall tritonstack")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(directory)),
         undefined=jinja2.StrictUndefined,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from generator import yamlio
 from generator.errors import RenderError
-from generator.render.jinja import TEMPLATES_ROOT
+from generator.resources import TEMPLATES_ROOT
 
 __all__ = [
     "LLMAPI_MODEL_SOURCE",

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from generator.render.jinja import TEMPLATES_ROOT
+from generator.resources import BUNDLED_TOKENIZER
 from generator.spec import Model, ReferenceEngine, Stack
 
-__all__ = ["BUNDLED_TOKENIZER", "as_reference_engine"]
-
-BUNDLED_TOKENIZER = TEMPLATES_ROOT.parent / "examples" / "tokenizers" / "tiny-chat"
+__all__ = ["as_reference_engine"]
 
 
 def as_reference_engine(stack: Stack, spec_dir: Path) -> tuple[Stack, list[str]]:
