@@ -1,28 +1,41 @@
-"""Benchmark: what the router costs in front of Triton, next to a plain nginx reverse proxy.
+"""Benchmark: what the router costs in front of Triton, per data path, and what each path costs.
 
-Bar (issue 3): router p50 TTFT overhead under 1 ms at concurrency 1, and at concurrency 64 at least
-85 % of direct output tokens/s.
+Bars. Issue 3: router p50 TTFT overhead under 1 ms at concurrency 1, and at concurrency 64 at least
+85 % of direct output tokens/s. Issue 14 (engine-direct): ``router-engine`` ≥ 1.0× the tokens/s of
+``bls-direct`` at c = 64; its TTFT overhead ≤ 0.25 ms at c = 1 against ``engine-direct``; the
+router's CPU per streamed token, and the tokens/s one router core can carry at that cost.
 
 One run, one tritonserver (the quickstart's ``chat`` pool replica 0, reference engine at full CPU
-speed), the same load at concurrency 1, 16 and 64 (streaming, ``--max-tokens`` each), through:
+speed), the same load at each concurrency (streaming, ``--max-tokens`` each), through (``--paths``;
+the default is the issue-14 set, the first four):
 
-* ``direct``: Triton HTTP ``generate_stream`` of ``tiny-chat_bls``, the model the router calls;
-* ``direct-grpc``: Triton gRPC ``ModelStreamInfer`` (the router's other upstream transport);
-* ``nginx``: the same ``generate_stream`` through nginx (Debian package) as a plain reverse proxy;
-* ``python-proxy``: the same through ``benchmarks/minimal_python_proxy.py`` (the router's stack with
-  none of its work: its HTTP server and HTTP/1.1 client, nothing else), which separates what any Python hop costs here from what the router adds;
-* ``router``: ``POST /v1/completions`` with ``stream: true`` through ``tritonstack router`` with
-  its default HTTP ``generate_stream`` upstream, and ``router-grpc`` (gRPC stream upstream);
-* ``router-uvicorn``: the same router application (HTTP upstream) served by uvicorn with httptools
-  and uvloop instead of the router's own HTTP server, which prices that server's choices.
+* ``bls-direct``: clients calling Triton HTTP ``generate_stream`` of ``tiny-chat_bls`` (text in,
+  text out; the Python BLS tokenizes through preprocessing and detokenizes every token through
+  postprocessing): today's way to get text from Triton;
+* ``engine-direct``: clients calling ``tiny-chat_tensorrt_llm`` with token ids (``input_ids``
+  tokenized once by the client, ``output_ids`` counted, never decoded): Triton with no Python model
+  on the path, what a client that tokenizes itself gets;
+* ``router-bls``: ``POST /v1/completions`` (``stream: true``) through ``tritonstack router`` with
+  ``router.data_path: bls`` (it calls ``tiny-chat_bls``);
+* ``router-engine``: the same through the router's default engine-direct routes (it tokenizes,
+  calls ``tiny-chat_tensorrt_llm`` with ids, detokenizes with ``tokenizers``' DecodeStream);
+* ``bls-direct-grpc``: ``bls-direct`` over Triton gRPC ``ModelStreamInfer``;
+* ``nginx``: ``bls-direct`` through nginx (Debian package) as a plain reverse proxy;
+* ``python-proxy``: ``bls-direct`` through ``benchmarks/minimal_python_proxy.py`` (the router's stack
+  with none of its work: its HTTP server and HTTP/1.1 client), what any Python hop costs here;
+* ``router-bls-grpc``: ``router-bls`` with the gRPC upstream; ``router-uvicorn``: the
+  ``router-engine`` application served by uvicorn with httptools instead of the router's server.
 
-TTFT is request start → first SSE event carrying text; tokens/s is streamed text events / wall time.
-The load generator (aiohttp) is the same for every path. ``--placement split`` puts Triton on CPU 0
-and the client and proxies on the others (a node gives the router its own cores; on a 2-core machine
-the shared default makes every hop wait for the CPU Triton is using). Figures from a shared machine are
-for comparison within one run only.
+TTFT is request start → first SSE event carrying text (or ids); tokens/s is streamed tokens / wall
+time (a text event counts one: every path here streams one token per event). CPU per token is the
+user + system CPU time of each process tree (psutil: the tritonserver with its Python stubs, the
+router or proxy, this client) during one path's level, divided by the tokens it streamed; the router's
+"tok/s per core" is 1 / its CPU per token. The load generator (aiohttp) is the same for every path.
+``--placement split`` puts Triton on CPU 0 and the client and proxies on the others. Figures from a
+shared machine are for comparison within one run only.
 
-    .venv/bin/python benchmarks/router_overhead.py [--max-tokens 32] [--requests 64] [--json out.json]
+    .venv/bin/python benchmarks/router_overhead.py [--max-tokens 32] [--requests 64] \
+        [--levels 1,16,64,256] [--paths bls-direct,engine-direct,router-bls,router-engine] [--json out.json]
 """
 
 from __future__ import annotations
@@ -53,13 +66,16 @@ from generator.pipeline import build
 from generator.render.options import RenderOptions
 from generator.render.routes import local_routes
 from generator.router.config import Endpoint
+from generator.router.tokens import ModelTokenizer, load_tokenizer
 from generator.router.upstream import GenerateCall, GrpcUpstream, UpstreamError
 from generator.runtime.launcher import Launcher, LaunchSettings
 from generator.runtime.tritonserver import find_tritonserver
 from generator.write import write_output
 
 SPEC = ROOT / "examples" / "quickstart.yaml"
-TRITON_MODEL = "tiny-chat_bls"  # what routes.yaml has the router call for tiny-chat: compare like with like
+TRITON_MODEL = "tiny-chat_bls"  # what router-bls calls for tiny-chat: compare like with like
+ENGINE_MODEL = "tiny-chat_tensorrt_llm"  # what router-engine calls
+ISSUE_14_PATHS = ("bls-direct", "engine-direct", "router-bls", "router-engine")
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
 NGINX_CONF = """worker_processes 1;
@@ -85,7 +101,7 @@ http {{
 }}
 """
 
-Sample = tuple[float, int]  # (TTFT seconds, text events)
+Sample = tuple[float, int]  # (TTFT seconds, streamed tokens)
 OneRequest = Callable[[], Awaitable[Sample]]
 
 
@@ -106,15 +122,24 @@ async def sse_request(session: aiohttp.ClientSession, url: str, body: dict[str, 
         async for line in reply.content:
             if not line.startswith(b"data: {"):
                 continue
-            if text_of(json.loads(line[6:])):
-                events += 1
-                if events == 1:
+            found = text_of(json.loads(line[6:]))
+            if found:
+                events += found if isinstance(found, int) else 1
+                if not ttft:
                     ttft = time.perf_counter() - start
     return ttft, events
 
 
 def triton_text(event: dict[str, Any]) -> str:
     return event.get("text_output", "")
+
+
+def engine_tokens(event: dict[str, Any]) -> int:
+    """Tokens in one engine response: ``output_ids`` is a number for one token, else a list."""
+    ids = event.get("output_ids")
+    if ids is None:
+        return 0
+    return 1 if isinstance(ids, int) else len(ids)
 
 
 def openai_text(event: dict[str, Any]) -> str:
@@ -141,6 +166,36 @@ class Errors:
         return guarded
 
 
+class CpuMeter:
+    """User + system CPU seconds of named process trees (a process and its descendants) between
+    two readings; a descendant that ended in between is missed (none does here)."""
+
+    def __init__(self, roots: dict[str, int], own_only: frozenset[str] = frozenset()) -> None:
+        self.roots, self.own_only = roots, own_only
+
+    def read(self) -> dict[str, float]:
+        import psutil
+
+        totals = {}
+        for name, pid in self.roots.items():
+            root = psutil.Process(pid)
+            tree = [root] if name in self.own_only else [root, *root.children(recursive=True)]
+            seconds = 0.0
+            for process in tree:
+                try:
+                    times = process.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                seconds += times.user + times.system
+            totals[name] = seconds
+        return totals
+
+
+def cpu_per_token(before: dict[str, float], after: dict[str, float], tokens: float) -> dict[str, float]:
+    """Microseconds of CPU per streamed token, per process tree."""
+    return {name: 1e6 * (after[name] - before[name]) / max(tokens, 1) for name in before}
+
+
 async def run_level(
     one: Callable[[], Awaitable[Sample | None]], concurrency: int, requests: int
 ) -> dict[str, float]:
@@ -157,13 +212,14 @@ async def run_level(
     return _figures(samples, time.perf_counter() - start)
 
 
-def _figures(samples: list[Sample | None], wall: float) -> dict[str, float]:
+def _figures(samples: list[Sample | None], wall: float) -> dict[str, Any]:
     done = [s for s in samples if s is not None]
     ttfts = sorted(s[0] for s in done) or [float("nan")]
     return {
         "ttft_p50_ms": 1000 * statistics.median(ttfts),
         "ttft_p99_ms": 1000 * ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
         "tokens_per_s": sum(s[1] for s in done) / wall,
+        "tokens": sum(s[1] for s in done),
         "requests": len(samples),
         "errors": len(samples) - len(done),
     }
@@ -188,8 +244,13 @@ async def measure(
     paths: dict[str, Callable[[aiohttp.ClientSession, GrpcUpstream], OneRequest]],
     levels: list[int],
     requests: int,
-) -> dict[str, dict[int, dict[str, float]]]:
-    results: dict[str, dict[int, dict[str, float]]] = {name: {} for name in paths}
+    meter: CpuMeter,
+    hop: dict[str, str],
+    profiler: Callable[[str, int], Callable[[], None] | None] | None = None,
+) -> dict[str, dict[int, dict[str, Any]]]:
+    """Figures per path and level. ``hop``: path → the process tree between client and Triton (its
+    CPU per token is reported as ``hop``), absent for the direct paths."""
+    results: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in paths}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=300)
@@ -203,18 +264,40 @@ async def measure(
                     figures = await run_alternating(
                         {n: errors.guard(n, make(session, grpc_client)) for n, make in paths.items()}, count
                     )
-                    for name in paths:
+                    for name in paths:  # CPU is not split per path when they alternate
                         results[name][1] = figures[name]
-                        print(f"  c=1   {name:<14} {figures[name]}", flush=True)
+                        print(f"  c=1   {name:<15} {_brief(figures[name])}", flush=True)
                     continue
                 for name, make in paths.items():  # one path after the other within a level
-                    results[name][concurrency] = await run_level(
+                    stop_profile = profiler(name, concurrency) if profiler else None
+                    before = meter.read()
+                    figures = await run_level(
                         errors.guard(name, make(session, grpc_client)), concurrency, count
                     )
-                    print(f"  c={concurrency:<3} {name:<14} {results[name][concurrency]}", flush=True)
+                    cpu = cpu_per_token(before, meter.read(), figures["tokens"])
+                    if stop_profile is not None:
+                        stop_profile()
+                    figures["cpu_us_per_token"] = {
+                        "triton": cpu["triton"],
+                        "hop": cpu[hop[name]] if name in hop else 0.0,
+                        "client": cpu["client"],
+                    }
+                    results[name][concurrency] = figures
+                    print(f"  c={concurrency:<3} {name:<15} {_brief(figures)}", flush=True)
         finally:
             await grpc_client.close()
     return results
+
+
+def _brief(figures: dict[str, Any]) -> str:
+    text = (
+        f"TTFT p50 {figures['ttft_p50_ms']:.2f} ms p99 {figures['ttft_p99_ms']:.2f} ms, "
+        f"{figures['tokens_per_s']:.0f} tok/s, {figures['errors']} errors"
+    )
+    cpu = figures.get("cpu_us_per_token")
+    if cpu:
+        text += ", CPU µs/token " + " ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+    return text
 
 
 def pin_process_trees(parent: int, cpus: set[int]) -> None:
@@ -231,10 +314,11 @@ def pin_process_trees(parent: int, cpus: set[int]) -> None:
 
 def router_config(routes: Path, upstream: str) -> Path:
     """A copy of ``routes`` with another upstream, written beside it: the tokenizer paths in it are
-    relative to its directory."""
+    relative to its directory. Admission is widened so that c = 256 is not queued in the router."""
     text = re.sub(r"(?m)^  upstream: \w+$", f"  upstream: {upstream}", routes.read_text())
-    text = text.replace("max_inflight_per_replica: 64", "max_inflight_per_replica: 256")
-    config = routes.with_name(f"routes-{upstream}.yaml")
+    text = text.replace("max_inflight_per_replica: 64", "max_inflight_per_replica: 512")
+    text = text.replace("max_queue: 256", "max_queue: 1024")
+    config = routes.with_name(f"{routes.stem}-{upstream}.yaml")
     config.write_text(text)
     return config
 
@@ -256,7 +340,7 @@ uvicorn.run(RouterApp(routes, make_upstream(routes)), host="127.0.0.1", port=int
 def start_uvicorn_router(routes: Path) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", UVICORN_ROUTER, str(router_config(routes, "http")), str(port)],
+        [sys.executable, "-c", UVICORN_ROUTER, str(router_config(routes, "uvicorn")), str(port)],
         cwd=ROOT,
         text=True,
         start_new_session=True,
@@ -292,14 +376,34 @@ def start_router(routes: Path, upstream: str) -> tuple[subprocess.Popen[str], st
     return process, line.split()[2]
 
 
+ALL_PATHS = (
+    *ISSUE_14_PATHS,
+    "bls-direct-grpc",
+    "nginx",
+    "python-proxy",
+    "router-bls-grpc",
+    "router-uvicorn",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
         "--requests", type=int, default=64, help="requests per level (at least 4 × concurrency)"
     )
-    parser.add_argument("--levels", default="1,16,64")
+    parser.add_argument("--levels", default="1,16,64,256")
+    parser.add_argument(
+        "--paths", default=",".join(ISSUE_14_PATHS), help=f"comma-separated, of: {', '.join(ALL_PATHS)}"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record the router-engine process with py-spy (pip install py-spy) during its highest "
+        "level and write the flame graph here (SVG)",
+    )
     parser.add_argument(
         "--placement",
         choices=["shared", "split"],
@@ -314,9 +418,18 @@ def main(argv: list[str] | None = None) -> int:
         print("--placement split needs at least 2 CPUs", file=sys.stderr)
         return 1
     levels = [int(x) for x in args.levels.split(",")]
+    chosen = [p for p in args.paths.split(",") if p]
+    unknown = sorted(set(chosen) - set(ALL_PATHS))
+    if unknown:
+        print(f"unknown paths {unknown}; choose from {', '.join(ALL_PATHS)}", file=sys.stderr)
+        return 1
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
+    if "nginx" in chosen and not Path(nginx).exists():
         print("nginx not found: apt-get install -y nginx", file=sys.stderr)
+        return 1
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if args.profile and not Path(py_spy).exists():
+        print("py-spy not found: pip install py-spy", file=sys.stderr)
         return 1
 
     workdir = Path(tempfile.mkdtemp(prefix="router-overhead-"))
@@ -332,47 +445,76 @@ def main(argv: list[str] | None = None) -> int:
             pin_process_trees(os.getpid(), {cpus[0]})  # Triton: everything started so far
             os.sched_setaffinity(0, set(cpus[1:]))  # this client, and what it starts from here on
         replica = next(r for r in launcher.replicas if r.pool == "chat")
+        assert replica.process is not None
         endpoint = Endpoint(
             host="127.0.0.1", http=replica.http_port, grpc=replica.grpc_port, metrics=replica.metrics_port
         )
         endpoints = launcher.endpoints()
         endpoints["chat"] = [endpoints["chat"][0]]  # every path talks to the same single server
-        routes = out / "router" / "routes.yaml"
-        routes.parent.mkdir(parents=True, exist_ok=True)
-        routes.write_bytes(local_routes(built.stack, endpoints, RenderOptions(SPEC.parent, out)))
-
-        nginx_port = free_port()
-        (workdir / "nginx").mkdir()
-        conf = workdir / "nginx" / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=workdir / "nginx", upstream=endpoint.http, port=nginx_port))
-        children.append(
-            subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir / "nginx")], start_new_session=True)
-        )
-        proxy_port = free_port()
-        children.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "benchmarks" / "minimal_python_proxy.py"),
-                    f"http://127.0.0.1:{endpoint.http}",
-                    str(proxy_port),
-                ],
-                start_new_session=True,
+        routes_dir = out / "router"
+        routes_dir.mkdir(parents=True, exist_ok=True)
+        routes: dict[str, Path] = {}
+        for data_path in ("engine", "bls"):
+            stack = built.stack.model_copy(
+                update={"router": built.stack.router.model_copy(update={"data_path": data_path})}
             )
-        )
-        router_http, http_url = start_router(routes, "http")
-        children.append(router_http)
-        router_grpc, grpc_url = start_router(routes, "grpc")
-        children.append(router_grpc)
-        router_uvicorn, uvicorn_url = start_uvicorn_router(routes)
-        children.append(router_uvicorn)
+            routes[data_path] = routes_dir / f"routes-{data_path}.yaml"
+            routes[data_path].write_bytes(local_routes(stack, endpoints, RenderOptions(SPEC.parent, out)))
+
+        urls: dict[str, str] = {}
+        roots = {"triton": replica.process.pid, "client": os.getpid()}
+        hop: dict[str, str] = {}
+
+        def started(path: str, process: subprocess.Popen[Any], url: str) -> None:
+            children.append(process)
+            urls[path], roots[path], hop[path] = url, process.pid, path
+
+        if "nginx" in chosen:
+            nginx_port = free_port()
+            (workdir / "nginx").mkdir()
+            conf = workdir / "nginx" / "nginx.conf"
+            conf.write_text(
+                NGINX_CONF.format(prefix=workdir / "nginx", upstream=endpoint.http, port=nginx_port)
+            )
+            process = subprocess.Popen(
+                [nginx, "-c", str(conf), "-p", str(workdir / "nginx")], start_new_session=True
+            )
+            started("nginx", process, f"http://127.0.0.1:{nginx_port}")
+        if "python-proxy" in chosen:
+            proxy_port = free_port()
+            proxy = [sys.executable, str(ROOT / "benchmarks" / "minimal_python_proxy.py")]
+            process = subprocess.Popen(
+                [*proxy, f"http://127.0.0.1:{endpoint.http}", str(proxy_port)], start_new_session=True
+            )
+            started("python-proxy", process, f"http://127.0.0.1:{proxy_port}")
+        for path, data_path, upstream in (
+            ("router-bls", "bls", "http"),
+            ("router-engine", "engine", "http"),
+            ("router-bls-grpc", "bls", "grpc"),
+        ):
+            if path in chosen:
+                started(path, *start_router(routes[data_path], upstream))
+        if "router-uvicorn" in chosen:
+            started("router-uvicorn", *start_uvicorn_router(routes["engine"]))
         time.sleep(1.0)  # nginx and the routers' first readiness poll
 
+        tokenizer = ModelTokenizer(
+            load_tokenizer(str(SPEC.parent / built.stack.model("tiny-chat").tokenizer_dir)), True
+        )
+        prompt_ids = _prompt_ids(tokenizer)
         triton_body = {"text_input": PROMPT, "max_tokens": args.max_tokens, "stream": True}
+        engine_body = {
+            "input_ids": prompt_ids,
+            "input_lengths": len(prompt_ids),
+            "request_output_len": args.max_tokens,
+            "streaming": True,
+            "exclude_input_in_output": True,
+            "end_id": tokenizer.end_id,
+            "pad_id": tokenizer.pad_id,
+        }
         openai_body = {"model": "tiny-chat", "prompt": PROMPT, "max_tokens": args.max_tokens, "stream": True}
-        direct_url = f"http://127.0.0.1:{endpoint.http}/v2/models/{TRITON_MODEL}/generate_stream"
-        nginx_url = f"http://127.0.0.1:{nginx_port}/v2/models/{TRITON_MODEL}/generate_stream"
-        proxy_url = f"http://127.0.0.1:{proxy_port}/v2/models/{TRITON_MODEL}/generate_stream"
+        bls_path = f"/v2/models/{TRITON_MODEL}/generate_stream"
+        direct = f"http://127.0.0.1:{endpoint.http}"
 
         async def grpc_one(client: GrpcUpstream) -> Sample:
             start, ttft, events = time.perf_counter(), 0.0, 0
@@ -384,22 +526,33 @@ def main(argv: list[str] | None = None) -> int:
                         ttft = time.perf_counter() - start
             return ttft, events
 
-        paths: dict[str, Callable[[aiohttp.ClientSession, GrpcUpstream], OneRequest]] = {
-            "direct": lambda s, g: lambda: sse_request(s, direct_url, triton_body, triton_text),
-            "direct-grpc": lambda s, g: lambda: grpc_one(g),
-            "nginx": lambda s, g: lambda: sse_request(s, nginx_url, triton_body, triton_text),
-            "python-proxy": lambda s, g: lambda: sse_request(s, proxy_url, triton_body, triton_text),
-            "router": lambda s, g: (
-                lambda: sse_request(s, http_url + "/v1/completions", openai_body, openai_text)
+        def triton(url: str, body: dict[str, Any], count: Callable[[dict[str, Any]], Any]):
+            return lambda s, g: lambda: sse_request(s, url, body, count)
+
+        def router(name: str):
+            return lambda s, g: (
+                lambda: sse_request(s, urls[name] + "/v1/completions", openai_body, openai_text)
+            )
+
+        makers: dict[str, Callable[[aiohttp.ClientSession, GrpcUpstream], OneRequest]] = {
+            "bls-direct": triton(direct + bls_path, triton_body, triton_text),
+            "engine-direct": triton(
+                f"{direct}/v2/models/{ENGINE_MODEL}/generate_stream", engine_body, engine_tokens
             ),
-            "router-grpc": lambda s, g: (
-                lambda: sse_request(s, grpc_url + "/v1/completions", openai_body, openai_text)
-            ),
-            "router-uvicorn": lambda s, g: (
-                lambda: sse_request(s, uvicorn_url + "/v1/completions", openai_body, openai_text)
-            ),
+            "bls-direct-grpc": lambda s, g: lambda: grpc_one(g),
         }
-        results = asyncio.run(measure(paths, levels, args.requests))
+        for name in ("nginx", "python-proxy"):
+            if name in urls:
+                makers[name] = triton(urls[name] + bls_path, triton_body, triton_text)
+        for name in ("router-bls", "router-engine", "router-bls-grpc", "router-uvicorn"):
+            if name in urls:
+                makers[name] = router(name)
+        paths = {name: makers[name] for name in chosen}
+        profiler = None
+        if args.profile and "router-engine" in roots:
+            profiler = _profile_later(py_spy, roots["router-engine"], args.profile, levels)
+        meter = CpuMeter(roots, own_only=frozenset({"client"}))
+        results = asyncio.run(measure(paths, levels, args.requests, meter, hop, profiler))
     finally:
         for child in children:
             if child.poll() is None:
@@ -411,38 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                     child.wait()
         launcher.stop()
 
-    print(
-        f"\nstreaming, max_tokens={args.max_tokens}, one tritonserver (reference engine), "
-        f"placement {args.placement}"
-    )
-    print(
-        f"{'path':<14} {'c':>3} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} {'tok/s':>9} {'p50 Δ ms':>9} "
-        f"{'tok/s ratio':>11} {'errors':>6}"
-    )
-    for name, by_level in results.items():
-        for concurrency, figures in by_level.items():
-            base = results["direct"][concurrency]
-            delta = figures["ttft_p50_ms"] - base["ttft_p50_ms"]
-            ratio = figures["tokens_per_s"] / base["tokens_per_s"]
-            print(
-                f"{name:<14} {concurrency:>3} {figures['ttft_p50_ms']:>12.2f} {figures['ttft_p99_ms']:>12.2f} "
-                f"{figures['tokens_per_s']:>9.0f} {delta:>+9.2f} {ratio:>11.2f} {figures['errors']:>6}"
-            )
-    c1, c64 = results["router"].get(1), results["router"].get(64)
-    verdict = []
-    if c1:
-        verdict.append(
-            f"c=1 p50 TTFT overhead {c1['ttft_p50_ms'] - results['direct'][1]['ttft_p50_ms']:+.2f} ms (bar < 1 ms), "
-            f"of which a bare Python hop costs {results['python-proxy'][1]['ttft_p50_ms'] - results['direct'][1]['ttft_p50_ms']:+.2f} ms"
-        )
-    if c64:
-        verdict.append(
-            f"c=64 throughput {c64['tokens_per_s'] / results['direct'][64]['tokens_per_s']:.0%} of direct (bar ≥ 85 %)"
-        )
+    report(results, args)
     failed = {name: sum(f["errors"] for f in by_level.values()) for name, by_level in results.items()}
-    if any(failed.values()):
-        verdict.append("failed requests: " + ", ".join(f"{n} {k}" for n, k in failed.items() if k))
-    print("; ".join(verdict))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -454,6 +577,84 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _prompt_ids(tokenizer: ModelTokenizer) -> list[int]:
+    """The prompt as the router and the preprocessing model encode it (special tokens added)."""
+    text, special = tokenizer.prompt_text(PROMPT, None)
+    return asyncio.run(tokenizer.encode(text, special))
+
+
+def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace) -> None:
+    print(
+        f"\nstreaming, max_tokens={args.max_tokens}, one tritonserver (reference engine), "
+        f"placement {args.placement}; CPU µs per streamed token per process tree (c > 1)"
+    )
+    print(
+        f"{'path':<15} {'c':>3} {'TTFT p50 ms':>11} {'TTFT p99 ms':>11} {'tok/s':>7} {'×bls-direct':>11} "
+        f"{'triton µs':>9} {'hop µs':>7} {'client µs':>9} {'errors':>6}"
+    )
+    base = results.get("bls-direct", {})
+    for name, by_level in results.items():
+        for concurrency, figures in by_level.items():
+            ratio = (
+                figures["tokens_per_s"] / base[concurrency]["tokens_per_s"]
+                if concurrency in base
+                else float("nan")
+            )
+            cpu = figures.get("cpu_us_per_token") or {}
+            cells = [f"{cpu[k]:.0f}" if k in cpu else "-" for k in ("triton", "hop", "client")]
+            print(
+                f"{name:<15} {concurrency:>3} {figures['ttft_p50_ms']:>11.2f} {figures['ttft_p99_ms']:>11.2f} "
+                f"{figures['tokens_per_s']:>7.0f} {ratio:>11.2f} {cells[0]:>9} {cells[1]:>7} {cells[2]:>9} "
+                f"{figures['errors']:>6}"
+            )
+    verdict = []
+    engine, direct = results.get("router-engine", {}), results.get("engine-direct", {})
+    if 1 in engine and 1 in direct:
+        delta = engine[1]["ttft_p50_ms"] - direct[1]["ttft_p50_ms"]
+        verdict.append(
+            f"c=1 router-engine TTFT p50 overhead vs engine-direct {delta:+.2f} ms (bar ≤ 0.25 ms)"
+        )
+    if 64 in engine and 64 in base:
+        ratio = engine[64]["tokens_per_s"] / base[64]["tokens_per_s"]
+        verdict.append(f"c=64 router-engine {ratio:.2f}× bls-direct tok/s (bar ≥ 1.0×)")
+    costs = [f["cpu_us_per_token"]["hop"] for c, f in engine.items() if c > 1 and "cpu_us_per_token" in f]
+    if costs:
+        verdict.append(
+            f"router CPU per streamed token {min(costs):.0f}-{max(costs):.0f} µs "
+            f"(one core carries {1e6 / max(costs):.0f}-{1e6 / min(costs):.0f} tok/s)"
+        )
+    failed = {name: sum(f["errors"] for f in by_level.values()) for name, by_level in results.items()}
+    if any(failed.values()):
+        verdict.append("failed requests: " + ", ".join(f"{n} {k}" for n, k in failed.items() if k))
+    print("\n".join(verdict))
+
+
+def _profile_later(
+    py_spy: str, pid: int, out: Path, levels: list[int]
+) -> Callable[[str, int], Callable[[], None] | None]:
+    """A hook for measure(): at router-engine's highest level, start py-spy on the router and return
+    what stops it (py-spy writes its SVG when it gets SIGINT)."""
+    top = max(levels)
+
+    def hook(path: str, concurrency: int) -> Callable[[], None] | None:
+        if path != "router-engine" or concurrency != top:
+            return None
+        process = subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), "--output", str(out), "--rate", "200", "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # py-spy attaches
+
+        def stop() -> None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+
+        return stop
+
+    return hook
 
 
 if __name__ == "__main__":
