@@ -1,4 +1,9 @@
-"""Triton container releases we render for, read from ``catalogs/triton_releases.yaml``."""
+"""Triton container releases we render for, read from ``catalogs/triton_releases.yaml``.
+
+Each release carries the capabilities of its TensorRT-LLM backend generation as fields (the catalog
+says why each differs); code asks ``release.returns_token_counts``, never which version it is. Only
+``tensor_names`` names a generation, to pick the backend contract catalog of ``generator/contract/``.
+"""
 
 from __future__ import annotations
 
@@ -16,24 +21,11 @@ class TritonRelease:
     release: str
     trtllm: str
     tensor_names: Literal["0.19", "1.x"]
+    seed_input: Literal["seed", "random_seed"]
+    returns_token_counts: bool
+    engine_kv_between_servers: bool
+    llmapi_cache_transceiver: bool
     engine_backend: bool
-
-    @property
-    def engine_kv_between_servers(self) -> bool:
-        """Can two engine-backend tritonservers (a prefill and a decode pool) move KV between them?
-
-        0.19 picks the cache transceiver from the environment (``TRTLLM_USE_UCX_KVCACHE=1``); the 1.x
-        backend hard-codes ``CacheTransceiverConfig(BackendType::MPI)``, which only reaches ranks of
-        one MPI world (NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/model_instance_state.cc,
-        https://github.com/NVIDIA/TensorRT-LLM/blob/main/triton_backend/inflight_batcher_llm/src/model_instance_state.cc).
-        """
-        return self.tensor_names == "0.19"
-
-    @property
-    def llmapi_cache_transceiver(self) -> bool:
-        """``cache_transceiver_config.backend`` exists in the LLM API from TensorRT-LLM 0.20 (Triton 25.06);
-        0.19's CacheTransceiverConfig has only ``max_num_tokens`` (tensorrt_llm/llmapi/llm_args.py)."""
-        return self.tensor_names != "0.19"
 
     @property
     def container_image(self) -> str:

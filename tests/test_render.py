@@ -9,6 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from generator.contract import load_contract
+from generator.releases import RELEASES
 from generator.render import RenderOptions, render
 from generator.render.jinja import pbtxt_str
 from generator.spec import load_spec
@@ -82,6 +84,17 @@ def test_release_decides_tensor_names() -> None:
     assert '"min_length"' in legacy and '"random_seed"' in legacy and "return_num_input_tokens" not in legacy
     assert '"min_tokens"' in current and '"seed"' in current and '"num_output_tokens"' in current
     assert "min_length" not in current and "random_seed" not in current
+
+
+def test_release_capabilities_agree_with_their_backend_contract() -> None:
+    """The catalog's capability fields say what the contract catalog of the same generation declares."""
+    for release in RELEASES.values():
+        engine = load_contract(release.tensor_names).model("tensorrt_llm")
+        assert engine.input(release.seed_input) is not None, release.release
+        for name in ("return_num_input_tokens", "return_num_output_tokens"):
+            assert (engine.input(name) is not None) == release.returns_token_counts, (release.release, name)
+        for name in ("num_input_tokens", "num_output_tokens"):
+            assert (engine.output(name) is not None) == release.returns_token_counts, (release.release, name)
 
 
 def test_no_placeholder_survives() -> None:
