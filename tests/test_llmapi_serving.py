@@ -157,7 +157,7 @@ def test_routes_name_the_llmapi_model_with_its_protocol(tmp_path: Path) -> None:
     llm = routes.models[MODEL].serving
     assert (llm.kind, llm.triton_model, llm.protocol) == ("aggregated", TRITON_MODEL, "llmapi")  # type: ignore[union-attr]
     engine = routes.models["tiny-engine"].serving
-    assert (engine.triton_model, engine.protocol) == ("tiny-engine_bls", "ensemble")  # type: ignore[union-attr]
+    assert (engine.triton_model, engine.protocol) == ("tiny-engine_tensorrt_llm", "engine")  # type: ignore[union-attr]
     # Files rendered before the field existed stay valid: the default is the ensemble protocol.
     old = yaml.safe_load(text)
     del old["models"]["tiny-engine"]["serving"]["protocol"]

@@ -40,7 +40,7 @@ def router(running_quickstart: RunningStack) -> Iterator[RunningRouter]:
 @pytest.mark.parametrize("model", ["tiny-chat", "tiny-pd"])
 def test_openai_client_against_the_reference_engine(router: RunningRouter, model: str) -> None:
     c = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-    assert {m.id for m in c.models.list()} == {"tiny-chat", "tiny-pd"}
+    assert {m.id for m in c.models.list()} == {"tiny-chat", "tiny-sync", "tiny-pd"}
     done = c.completions.create(model=model, prompt="The quick brown fox", max_tokens=8, seed=1)
     assert done.choices[0].text and done.usage.completion_tokens == 8 and done.usage.prompt_tokens > 0
     streamed = list(
