@@ -311,7 +311,12 @@ class ReferenceLM:
 
     def logits(self, prev: np.ndarray, last: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Exact integer-valued float32 logits, shape [batch, vocab]."""
-        hidden = self._emb_last[last] + self._emb_prev[prev] + self._emb_pos[positions % POSITION_PERIOD]
+        # Prompt ids past the vocabulary are served, as the C++ engine path serves them (its request
+        # validation checks only end_id against the vocabulary: LlmRequest::validate,
+        # https://github.com/NVIDIA/TensorRT-LLM/blob/119c6e60e65e5ecec4e97afdb6ea584f674aed24/cpp/tensorrt_llm/batch_manager/llmRequest.cpp),
+        # and NVIDIA's benchmark_core_model.py sends random ids up to INT32_MAX; here they wrap around.
+        size = self._emb_last.shape[0]
+        hidden = self._emb_last[last % size] + self._emb_prev[prev % size] + self._emb_pos[positions % POSITION_PERIOD]
         return hidden @ self._out
 
 
