@@ -7,7 +7,7 @@ Targets, all local HTTP servers on loopback: ``--healthy`` replay servers answer
 captured from a real tritonserver (tests/fixtures/metrics/triton_stand_in_loaded.txt), one server that
 sends its headers and then one byte every 0.3 s, forever, and one that answers 200 MB (no
 Content-Length: the size is only known by reading). The exporter runs as the real command
-(``python -m generator.exporter.command``, its rendered default settings) in its own process; each
+(``python -m generator.cli exporter``, its rendered default settings) in its own process; each
 scrape is timed from the client and sends ``X-Prometheus-Scrape-Timeout-Seconds`` as Prometheus does.
 The exporter's RSS is sampled every 10 ms during the scrapes. Every process and server started is
 stopped at the end.
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         exporter_log = Path(tmp) / "exporter.log"
         with exporter_log.open("wb") as log:
-            command = [sys.executable, "-m", "generator.exporter.command", "--config", str(config)]
+            command = [sys.executable, "-m", "generator.cli", "exporter", "--config", str(config)]
             exporter = subprocess.Popen(
                 [*command, "--port", str(port)], cwd=ROOT, stdout=log, stderr=log, start_new_session=True
             )

@@ -5,7 +5,7 @@ Bar (issue 4): a scrape under 100 ms on the dev machine; exporter RSS under 80 M
 Targets are 8 replay servers answering with /metrics text captured from a real tritonserver
 (tests/fixtures/metrics/triton_stand_in_loaded.txt), repeated for ``--models`` spec models per
 target so the text has the size of a multi-model pool. The exporter runs as the real command
-(``python -m generator.exporter.command``) in its own process; scrapes are timed from the client.
+(``python -m generator.cli exporter``) in its own process; scrapes are timed from the client.
 
     .venv/bin/python benchmarks/exporter_scrape.py [--targets 8] [--models 3] [--scrapes 200]
 """
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         config.write_bytes(local_exporter_config(spec, endpoints, {}))
         probe = socket_port()
         exporter = subprocess.Popen(
-            [sys.executable, "-m", "generator.exporter.command", "--config", str(config), "--port", str(probe)],
+            [sys.executable, "-m", "generator.cli", "exporter", "--config", str(config), "--port", str(probe)],
             cwd=ROOT, stdout=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:

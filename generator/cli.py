@@ -1,7 +1,9 @@
 """``tritonstack``: a thin command line over the library.
 
-Each command is a module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``. A user
-mistake (any :class:`TritonstackError`) prints its message and exits 1, never a traceback.
+Each command is a module of ``generator/commands/`` with ``configure(parser)`` and ``run(args) -> int``
+(and an optional longer ``DESCRIPTION``); its one-line help is in ``COMMANDS``. ``main`` is the one
+error boundary: a user mistake (any :class:`TritonstackError`) prints its message and exits 1, never
+a traceback; ``python -m generator.cli <command>`` is how the launcher starts the router and exporter.
 """
 
 from __future__ import annotations
@@ -16,21 +18,22 @@ from generator.errors import TritonstackError
 
 __all__ = ["build_parser", "main", "report_error"]
 
-# command name → (module, one-line help); the order is the order of `tritonstack --help`. Only the
-# module of the command being run is imported, so `--help` and short commands start fast.
+# command name → (module, one-line help); the order is the order of `tritonstack --help`. The help
+# is written here only (a module adds a longer DESCRIPTION where it has one), so that `--help` and
+# short commands import no more than the module of the command being run.
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("generator.commands.validate", "check a spec and the model repositories it renders to; writes nothing"),
-    "render": ("generator.commands.render", "render the spec into DIR (model repositories, router, monitoring, deploy)"),
-    "check": ("generator.commands.check", "compare DIR with a fresh render; exit 1 and print a diff on drift"),
+    "render": ("generator.commands.render", "render the spec into DIR (model repositories, router, monitoring, deploy); atomic"),
+    "check": ("generator.commands.check", "compare DIR with a fresh render; exit 1 and print a diff on drift (for GitOps CI)"),
     "up": ("generator.commands.up", "render the stack and run it on this machine; Ctrl-C stops everything"),
     "verify": ("generator.commands.verify", "check a running stack against its spec: served configs, client requests, metrics"),
-    "plan": ("generator.plan.command", "capacity plan per GPU and model: weights, KV budgets, decode ceiling, $/M"),
-    "lint": ("generator.plan.lint_command", "find problems Triton would only show at load time (id, severity, fix)"),
-    "recipes": ("generator.plan.recipes_command", "write per-model engine build scripts"),
-    "advise": ("generator.commands.advise", "cheapest GPU/precision/TP/batch/(dis)aggregation meeting a TTFT/ITL target"),
+    "plan": ("generator.commands.plan", "capacity plan per GPU and model: weights, KV budgets, concurrency, decode ceiling, $/M tokens"),
+    "lint": ("generator.commands.lint", "find problems Triton would only show at load time (ids, severities, fixes)"),
+    "recipes": ("generator.commands.recipes", "write per-model engine build scripts (quantize + trtllm-build, or ModelOpt for the LLM-API target)"),
+    "advise": ("generator.commands.advise", "search GPU x precision x TP x batch x (dis)aggregation for a workload and SLA; rank by $/M tokens"),
     "router": ("generator.router.command", "serve the OpenAI-compatible router over the stack's Triton pools"),
-    "exporter": ("generator.exporter.command", "serve Prometheus metrics: tokens/s, KV cache, resident memory"),
-    "bench": ("generator.bench.command", "benchmark OpenAI-compatible stacks side by side (TTFT, tokens/s)"),
+    "exporter": ("generator.commands.exporter", "serve Prometheus metrics (tokens, KV cache, resident memory per model) for a rendered stack"),
+    "bench": ("generator.commands.bench", "benchmark OpenAI-compatible stacks side by side: TTFT, decode tokens/s, concurrency sweeps"),
     "schema": ("generator.commands.schema", "print the JSON Schema of stack.yaml (e.g. > stack.schema.json)"),
     "doctor": ("generator.commands.doctor", "report what this machine has for `up` (tritonserver, numpy, tools) and how to add what is missing"),
 }
@@ -64,7 +67,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         subparser = sub.add_parser(
             name,
             help=help_text,
-            description=getattr(module, "DESCRIPTION", module.HELP),
+            description=getattr(module, "DESCRIPTION", help_text),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.configure(subparser)

@@ -10,6 +10,7 @@ reference engine is in test_bench_stack.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
@@ -27,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from generator.bench import command
 from generator.bench.client import RequestOptions, StreamingClient, http_client
 from generator.bench.progress import Progress
 from generator.bench.report import SCHEMA_PATH, stack_table
@@ -36,6 +36,8 @@ from generator.bench.settings import BenchSettings, Endpoint, LoadPoint, Timeout
 from generator.bench.stats import summarize
 from generator.bench.tokens import TokenCounter
 from generator.bench.workload import Workload
+from generator.cli import main as cli_main
+from generator.commands.bench import EXIT_REQUESTS_FAILED
 
 FIXED_WORDS = "the quick brown fox jumps over the lazy dog".split()
 
@@ -317,10 +319,9 @@ def _argv(*endpoints: str, out: Path | None = None, extra: tuple[str, ...] = ())
 
 
 def _run_command(argv: list[str]) -> tuple[int, str, str]:
-    parser = command.argparse.ArgumentParser()
-    command.configure(parser)
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = command.run(parser.parse_args(argv), stdout=stdout, stderr=stderr)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli_main(["bench", *argv])
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -350,7 +351,7 @@ def test_command_compares_two_stacks_and_writes_results(fake: FakeOpenAIServer, 
 def test_command_exits_3_when_requests_fail(fake: FakeOpenAIServer) -> None:
     fake.behaviour.fail_every = 4
     code, stdout, stderr = _run_command(_argv(f"flaky={fake.url}"))
-    assert code == command.EXIT_REQUESTS_FAILED
+    assert code == EXIT_REQUESTS_FAILED
     assert "failed (http_status" in stdout and "HTTP 500" in stdout
     assert "measured request(s) failed" in stderr
 
@@ -359,7 +360,7 @@ def test_unreachable_message_names_the_endpoint(capsys: pytest.CaptureFixture[st
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    assert command.main(_argv(f"gone=http://127.0.0.1:{port}")) == 1
+    assert cli_main(["bench", *_argv(f"gone=http://127.0.0.1:{port}")]) == 1
     err = capsys.readouterr().err
     assert f"endpoint gone (http://127.0.0.1:{port}): all 1 warm-up requests failed" in err
     assert "connect" in err and "Traceback" not in err

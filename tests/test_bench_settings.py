@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from generator.bench import command
 from generator.bench.progress import Progress
 from generator.bench.records import RequestRecord
 from generator.bench.runner import poisson_offsets
@@ -20,6 +19,7 @@ from generator.bench.settings import (
     parse_rates,
 )
 from generator.bench.workload import Prompt, load_dataset
+from generator.commands import bench as command
 from generator.errors import TritonstackError
 
 

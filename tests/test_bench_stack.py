@@ -5,7 +5,7 @@ two stacks through the router's OpenAI API.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import io
 import json
 import os
@@ -21,8 +21,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from generator.bench import command
 from generator.bench.report import SCHEMA_PATH
+from generator.cli import main as cli_main
 from generator.render.options import RenderOptions
 from generator.render.routes import local_routes
 from generator.runtime.launcher import free_ports
@@ -79,10 +79,9 @@ def profiles_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser()
-    command.configure(parser)
     stdout, stderr = io.StringIO(), io.StringIO()
-    code = command.run(parser.parse_args(argv), stdout=stdout, stderr=stderr)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = cli_main(["bench", *argv])
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -118,7 +117,8 @@ def test_bench_compares_two_profiles_through_the_router(profiles_router: str, tm
 
 
 def test_bench_reports_what_the_router_refuses(profiles_router: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = command.main([
+    code = cli_main([
+        "bench",
         "--endpoint", f"r={profiles_router}", "--model", "no-such-model", "--warmup", "1",
         "--serial-requests", "1", "--concurrency", "1", "--requests", "1",
     ])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from generator.errors import RenderError
-from generator.exporter import command as exporter_command
+from generator.commands import exporter as exporter_command
 from generator.exporter.config import parse_config
 from generator.render.deploy import render_deploy
 from generator.render.monitoring import render_monitoring

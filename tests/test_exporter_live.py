@@ -2,7 +2,7 @@
 
 A real tritonserver runs the metrics stand-in repository (tests/fixtures/metrics/stand_in_repo:
 python models that publish the TensorRT-LLM metric families). The exporter runs as
-``python -m generator.exporter.command`` with the config ``local_exporter_config`` renders, and a
+``python -m generator.cli exporter`` with the config ``local_exporter_config`` renders, and a
 real Prometheus (Debian package) scrapes Triton and the exporter every second with the rendered
 rules loaded. After a known load every non-router recording rule and dashboard expression must
 return data (the router's are checked in test_monitoring_e2e.py); then the Triton is killed.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from generator.cli import main as cli_main
 from generator.plan.catalogs import load_catalogs
-from generator.plan.lint_command import main as lint_main
 from generator.plan.lints import LINTS, lint_stack
 from generator.spec import Stack, parse_spec
 from generator.yaml_source import parse_yaml
@@ -184,18 +184,18 @@ def test_pool_without_partner() -> None:
 
 def test_quickstart_is_clean_and_lint_command_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     quickstart = Path(__file__).parents[1] / "examples" / "quickstart.yaml"
-    assert lint_main([str(quickstart)]) == 0
+    assert cli_main(["lint", str(quickstart)]) == 0
     assert "0 finding(s)" in capsys.readouterr().out
     bad = tmp_path / "stack.yaml"
     bad.write_text(
         "apiVersion: tritonstack/v1\nname: t\ntarget: {triton: '25.05', gpu: gb10}\n"
         f"models:\n- {{{BASE}, {FP8_CKPT}, precision: fp8}}\npools:\n- {{name: p, models: [m]}}\n"
     )
-    assert lint_main([str(bad)]) == 1
+    assert cli_main(["lint", str(bad)]) == 1
     assert "ERROR   TS001" in capsys.readouterr().out
-    assert lint_main([str(bad), "--json"]) == 1
+    assert cli_main(["lint", str(bad), "--json"]) == 1
     assert {f["id"] for f in json.loads(capsys.readouterr().out)} >= {"TS001"}
-    assert lint_main(["--list"]) == 0
+    assert cli_main(["lint", "--list"]) == 0
     listing = capsys.readouterr().out
     assert all(lint_id in listing for lint_id in LINTS)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from generator.cli import main as cli_main
 from generator.errors import PlanError
 from generator.plan.catalogs import GIB, load_catalogs
-from generator.plan.command import main as plan_main
 from generator.plan.facts import FactsError, hf_config_facts, read_checkpoint_dir
 from generator.plan.latency import LatencyModel, aggregated_point
 from generator.plan.memory import (
@@ -21,7 +21,6 @@ from generator.plan.memory import (
     weight_bytes_per_rank,
 )
 from generator.plan.plan import plan_stack
-from generator.plan.recipes_command import main as recipes_main
 from generator.spec import parse_spec
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
@@ -73,7 +72,7 @@ def test_resident_memory_per_server_and_what_is_left_to_the_box() -> None:
 
 def test_plan_output_states_the_reuse_headroom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = _write(tmp_path, _text(GB10_8B.replace("EXTRA", ""), 'triton: "25.12", gpu: gb10'))
-    assert plan_main([str(spec)]) == 0
+    assert cli_main(["plan", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "reuse headroom" in out and "Servers (resident memory" in out
 
@@ -88,7 +87,7 @@ NVFP4_H100 = (
 
 def test_plan_exits_1_on_nvfp4_on_hopper(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = _write(tmp_path, _text(NVFP4_H100, 'triton: "25.12", gpu: h100, price_per_gpu_hour: 2.5'))
-    assert plan_main([str(spec)]) == 1
+    assert cli_main(["plan", str(spec)]) == 1
     assert "TS002" in capsys.readouterr().out
 
 
@@ -96,11 +95,11 @@ def test_plan_render_and_recipes_refuse_triton_2505_on_gb10(tmp_path: Path, caps
     from generator.pipeline import build
 
     spec = _write(tmp_path, _text(GB10_8B.replace("EXTRA", ""), 'triton: "25.05", gpu: gb10'))
-    assert plan_main([str(spec)]) == 1
+    assert cli_main(["plan", str(spec)]) == 1
     assert "TS001" in capsys.readouterr().out
     with pytest.raises(PlanError, match="TS001"):
         build(spec, tmp_path / "out")
-    assert recipes_main([str(spec), "--out", str(tmp_path / "recipes")]) == 1
+    assert cli_main(["recipes", str(spec), "--out", str(tmp_path / "recipes")]) == 1
     assert "TS001" in capsys.readouterr().err
     assert not (tmp_path / "recipes").exists()
 
@@ -111,7 +110,7 @@ def test_plan_exits_1_when_a_model_config_does_not_parse(tmp_path: Path, capsys:
     (checkpoint / "config.json").write_text("{broken", encoding="utf-8")
     model = f"{{name: m, engine_dir: /node/e, tokenizer_dir: /node/t, checkpoint_dir: {checkpoint}, precision: fp8}}"
     spec = _write(tmp_path, _text(model, 'triton: "25.12", gpu: b200'))
-    assert plan_main([str(spec)]) == 1
+    assert cli_main(["plan", str(spec)]) == 1
     out = capsys.readouterr().out
     assert "TS012" in out and "config.json:1: not valid JSON" in out
 
@@ -295,6 +294,6 @@ def test_blackwell_fp4_is_an_overestimate_we_state() -> None:
 
 def test_plan_json_carries_latency_figures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = _write(tmp_path, _text(GB10_8B.replace("EXTRA", ""), 'triton: "25.12", gpu: b200, price_per_gpu_hour: 6'))
-    assert plan_main([str(spec), "--json"]) == 0
+    assert cli_main(["plan", str(spec), "--json"]) == 0
     model = json.loads(capsys.readouterr().out)["models"][0]
     assert model["ttft_s"] > 0 and model["itl_s"] > 0 and model["gpus_in_deployment"] == 1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from generator.cli import main as cli_main
 from generator.plan.catalogs import GIB, MIB, load_catalogs
-from generator.plan.command import main as plan_main
 from generator.plan.facts import ModelFacts, read_engine_dir
 from generator.plan.plan import check_fits, kv_token_budgets, plan_stack
 from generator.spec import parse_spec
@@ -174,12 +174,12 @@ def test_cost_per_million_tokens() -> None:
 def test_plan_command_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = tmp_path / "stack.yaml"
     spec.write_text(_spec(LLAMA8_FP8, "  - {name: chat, models: [llama8]}"), encoding="utf-8")
-    assert plan_main([str(spec)]) == 0
+    assert cli_main(["plan", str(spec)]) == 0
     text = capsys.readouterr().out
     assert "llama8" in text and "GPUs (one pool replica each)" in text and "headroom" in text
-    assert plan_main([str(spec), "--json"]) == 0
+    assert cli_main(["plan", str(spec), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["models"][0]["kv_token_budget"] > 0 and data["gpus"][0]["headroom"] > 0
     spec.write_text("apiVersion: tritonstack/v1\nname: x\n", encoding="utf-8")
-    assert plan_main([str(spec)]) == 1
+    assert cli_main(["plan", str(spec)]) == 1
     assert "error:" in capsys.readouterr().err

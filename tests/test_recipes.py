@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from generator.cli import main as cli_main
 from generator.plan.recipes import build_recipes
-from generator.plan.recipes_command import main as recipes_main
 from generator.spec import parse_spec
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
@@ -94,7 +94,7 @@ def test_script_refuses_a_container_with_another_trtllm(tmp_path: Path) -> None:
 
 
 def test_llm_api_model_recipe_quantizes_with_modelopt(tmp_path: Path) -> None:
-    stack = _stack(f"{{name: m, engine_dir: /e, checkpoint_dir: /node/hf/m, tokenizer_dir: /t, precision: nvfp4}}")
+    stack = _stack("{name: m, engine_dir: /e, checkpoint_dir: /node/hf/m, tokenizer_dir: /t, precision: nvfp4}")
     llm_api = stack.model_copy(update={"models": [stack.models[0].model_copy(update={"llm_api": True}), stack.models[1]]})
     recipe = build_recipes(llm_api, base_dir=Path("/"))[0]
     assert recipe.target == "llm-api"
@@ -110,7 +110,7 @@ def test_recipes_command_writes_executable_scripts(tmp_path: Path, capsys: pytes
         "- {name: m, engine_dir: /e, tokenizer_dir: /t, precision: fp8}\npools:\n- {name: p, models: [m]}\n"
     )
     out = tmp_path / "recipes"
-    assert recipes_main([str(spec), "--out", str(out)]) == 0
+    assert cli_main(["recipes", str(spec), "--out", str(out)]) == 0
     script = out / "m" / "build.sh"
     assert os.access(script, os.X_OK) and (out / "README.md").is_file()
     assert str(script) in capsys.readouterr().out

@@ -2,7 +2,7 @@
 
 Data flow: ``settings`` (what to run) → ``workload`` (prompts) → ``runner`` drives ``client``
 (one timed streaming request → ``records.RequestRecord``) → ``tokens`` counts output tokens →
-``stats`` summarizes → ``report`` (tables, JSON, CSV) and ``plots`` (PNG); ``command`` is the CLI.
+``stats`` summarizes → ``report`` (tables, JSON, CSV) and ``plots`` (PNG); ``generator.commands.bench`` is the CLI.
 """
 
 from generator.bench.settings import BenchError, BenchSettings, Endpoint, LoadPoint, Timeouts

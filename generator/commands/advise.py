@@ -14,7 +14,6 @@ from generator.plan.facts import read_checkpoint_dir
 from generator.plan.table import format_table
 from generator.yamlio import safe_dump
 
-HELP = "search GPU x precision x TP x batch x (dis)aggregation for a workload and SLA; rank by $/M tokens"
 DESCRIPTION = """\
 Sweep every candidate GPU x weight precision x tensor parallelism x max batch, aggregated and
 prefill/decode-disaggregated, for a workload (input/output lengths and concurrent users or a

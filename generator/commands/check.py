@@ -10,8 +10,6 @@ from generator.errors import DriftError
 from generator.pipeline import build
 from generator.write import check_output
 
-HELP = "compare DIR with a fresh render; exit 1 and print a diff on drift (for GitOps CI)"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_spec_argument(parser)

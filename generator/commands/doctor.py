@@ -15,7 +15,6 @@ from generator.runtime import environment
 from generator.runtime.environment import Finding, check_tool
 from generator.runtime.tritonserver import find_tritonserver
 
-HELP = "report what this machine has for `up` (tritonserver, numpy, tools) and how to add what is missing"
 DESCRIPTION = """\
 Report the tritonserver found (the nvidia-pytriton wheel's CPU build, or tritonserver on PATH) and
 its version, the python backend stub for this interpreter, numpy against what that backend needs,

@@ -8,7 +8,6 @@ from generator.commands.common import add_out_argument, add_reference_engine_arg
 from generator.pipeline import build
 from generator.write import write_output
 
-HELP = "render the spec into DIR (model repositories per pool, manifest); atomic"
 DESCRIPTION = """\
 Render the spec into DIR: one Triton model repository per pool under DIR/model_repos/<pool>/,
 plus manifest.json (content hashes). The previous DIR is replaced in one atomic step, and only if

@@ -7,8 +7,6 @@ import json
 
 from generator.spec import json_schema
 
-HELP = "print the JSON Schema of stack.yaml (e.g. > stack.schema.json)"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     del parser  # no options

@@ -18,7 +18,6 @@ from generator.runtime.local_stack import LocalStackSettings, start_local_stack
 from generator.runtime.tritonserver import find_tritonserver
 from generator.write import write_output
 
-HELP = "render the stack and run it on this machine; Ctrl-C stops everything"
 DESCRIPTION = """\
 Render the spec into DIR (default: build/<spec name>/, where `make demo` writes the quickstart, so a
 second `up` refreshes its own output), check this machine (tritonserver, the python backend stub,

@@ -9,8 +9,6 @@ from pathlib import Path
 from generator.commands.common import add_reference_engine_argument, add_spec_argument
 from generator.pipeline import build
 
-HELP = "check a spec and the model repositories it renders to; writes nothing"
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_spec_argument(parser)

@@ -17,7 +17,6 @@ from generator.verify.checks import ReplicaAddress, Targets, verify_stack
 from generator.verify.conformance import ConformanceSettings
 from generator.verify.report import render_json, render_table
 
-HELP = "check a running stack against its spec: served configs, client requests, metrics"
 DESCRIPTION = """\
 Check a deployed stack (tritonstack up, compose, or a port-forwarded cluster) against what the spec
 renders to, and exit 1 if anything differs:

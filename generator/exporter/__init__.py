@@ -3,6 +3,6 @@
 Data flow: ``config`` (exporter.yaml) → ``collector`` (fetches targets in parallel, each through
 ``fetch`` within its own deadline and size cap; ``triton_metrics`` parses them, ``processes`` and
 ``gpu_memory`` read memory) → ``server`` (WSGI /metrics with the
-scrape-timeout budget) → ``command`` (``tritonstack exporter``). ``catalogue`` lists every series.
+scrape-timeout budget) → ``generator.commands.exporter`` (``tritonstack exporter``). ``catalogue`` lists every series.
 ``settings`` is the spec's ``exporter:`` section and is imported by generator.spec.
 """

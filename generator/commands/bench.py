@@ -42,11 +42,8 @@ from generator.bench.settings import (
 from generator.bench.stats import StackSummary, deltas, summarize
 from generator.bench.tokens import TokenCounter, Tokenizer, load_tokenizer
 from generator.bench.workload import Workload, load_dataset
-from generator.errors import TritonstackError
 
-__all__ = ["HELP", "DESCRIPTION", "EXIT_REQUESTS_FAILED", "configure", "run", "main", "execute", "BenchOutcome"]
-
-HELP = "Benchmark OpenAI-compatible stacks side by side: TTFT, decode tokens/s, concurrency sweeps"
+__all__ = ["DESCRIPTION", "EXIT_REQUESTS_FAILED", "configure", "run", "execute", "BenchOutcome"]
 DESCRIPTION = """\
 Send the same greedy, fixed-length streaming requests to each stack: a warm-up (excluded), a
 serial run for TTFT, decode tokens/s and wall time, then a concurrency sweep (closed loop) or
@@ -265,20 +262,3 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         return EXIT_REQUESTS_FAILED
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m generator.bench.command``); ``tritonstack bench`` does the same."""
-    parser = argparse.ArgumentParser(
-        prog="tritonstack bench", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except TritonstackError as exc:
-        print(f"tritonstack bench: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from generator.errors import TritonstackError, WriteError
+from generator.commands.common import add_spec_argument
+from generator.errors import WriteError
 from generator.plan.recipes import render_recipes
+from generator.spec import load_spec
 
-__all__ = ["HELP", "configure", "run", "main", "write_recipes"]
-
-HELP = "write per-model engine build scripts (quantize + trtllm-build, or ModelOpt for the LLM-API target)"
+__all__ = ["configure", "run", "write_recipes"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", type=Path, help="the stack spec (stack.yaml)")
+    add_spec_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("build/recipes"), help="output folder (default build/recipes)")
 
 
@@ -38,20 +37,7 @@ def write_recipes(files: dict[str, bytes], out_dir: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from generator.spec import load_spec
-
-    try:
-        stack = load_spec(args.spec)
-        paths = write_recipes(render_recipes(stack, base_dir=args.spec.resolve().parent), args.out)
-    except TritonstackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for path in paths:
+    stack = load_spec(args.spec)
+    for path in write_recipes(render_recipes(stack, base_dir=args.spec.resolve().parent), args.out):
         print(path)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tritonstack recipes", description=HELP)
-    configure(parser)
-    return run(parser.parse_args(argv))

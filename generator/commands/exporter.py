@@ -5,15 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 
-from generator.errors import TritonstackError
-
-__all__ = ["HELP", "configure", "run", "main"]
-
-HELP = "serve Prometheus metrics (tokens, KV cache, resident memory per model) for a rendered stack"
+__all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Targets that go down or come back are logged with their reason (a deadline, the size cap).
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = load_config(args.config)
-        runtime = ExporterRuntime(config, bind=args.bind, port=args.port)
-    except TritonstackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    config = load_config(args.config)
+    runtime = ExporterRuntime(config, bind=args.bind, port=args.port)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         runtime.shutdown()
@@ -54,12 +45,3 @@ def run(args: argparse.Namespace) -> int:
         runtime.serve_forever()
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tritonstack exporter", description=HELP)
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
