@@ -172,3 +172,16 @@ def test_eras_differ_where_upstream_changed():
         old.parameter("enable_trt_overlap").default is None
         and new.parameter("enable_trt_overlap").default == "false"
     )
+
+
+def test_flagged_outputs_are_engine_outputs_switched_by_engine_inputs_and_agree_across_eras():
+    from generator.contract import load_contract
+
+    engines = {era: load_contract(era).model("tensorrt_llm") for era in ("0.19", "1.x")}
+    for engine in engines.values():
+        outputs = {t.name for t in engine.outputs}
+        inputs = {t.name for t in engine.inputs}
+        for flag, names in engine.flagged_outputs.items():
+            assert flag in inputs and set(names) <= outputs, flag
+    for flag in ("return_perf_metrics", "return_log_probs"):
+        assert engines["0.19"].flagged_outputs[flag] == engines["1.x"].flagged_outputs[flag]

@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 from tests.test_reference_engine_support import (
     ENGINE_DIR,
     POLL_TIMEOUT_S,
+    FLAGGED_OUTPUTS,
     RESPONSE_ORDER,
     Server,
     add_engine_model,
@@ -214,7 +215,7 @@ def test_batch_index_is_sent_only_for_a_batch_and_in_the_backend_order(tmp_path,
     sequences = batcher.submit_all([(r.engine_request, _Sink()) for r in rows])
     while batcher.step():
         pass
-    arrays = response_arrays(sequences[1], rows[1], [], frozenset(), None, True, tuple(RESPONSE_ORDER))
+    arrays = response_arrays(sequences[1], rows[1], [], frozenset(), None, True, tuple(RESPONSE_ORDER), FLAGGED_OUTPUTS)
     assert list(arrays) == [
         "output_ids",
         "sequence_length",
@@ -224,7 +225,7 @@ def test_batch_index_is_sent_only_for_a_batch_and_in_the_backend_order(tmp_path,
     ]
     assert arrays["batch_index"].tolist() == [[1]] and arrays["batch_index"].dtype == np.int32
     not_asked = frozenset({"output_ids", "sequence_length"})
-    assert "batch_index" not in response_arrays(sequences[1], rows[1], [], not_asked, None, True, ())
+    assert "batch_index" not in response_arrays(sequences[1], rows[1], [], not_asked, None, True, (), FLAGGED_OUTPUTS)
     (alone,) = parse_batch(
         {"input_ids": np.array([SHORT], np.int32), "request_output_len": np.array([2], np.int32)},
         {},
@@ -234,7 +235,7 @@ def test_batch_index_is_sent_only_for_a_batch_and_in_the_backend_order(tmp_path,
     single = batcher.submit(alone.engine_request, _Sink())
     while batcher.step():
         pass
-    assert "batch_index" not in response_arrays(single, alone, [], frozenset(), None, True, ())
+    assert "batch_index" not in response_arrays(single, alone, [], frozenset(), None, True, (), FLAGGED_OUTPUTS)
 
 
 # ------------------------------------------------------------------------------------------ tritonserver

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_reference_engine_support import ENGINE_DIR, RESPONSE_ORDER, write_tokenizer
+from tests.test_reference_engine_support import ENGINE_DIR, FLAGGED_OUTPUTS, RESPONSE_ORDER, write_tokenizer
 
 sys.path.insert(0, str(ENGINE_DIR))
 
@@ -478,7 +478,7 @@ def test_responses_carry_only_requested_outputs(config, lm):
     sequence = batcher.submit(parsed.engine_request, RecordingSink())
     run_all(batcher)
     requested = frozenset({"output_ids", "sequence_length", "num_output_tokens", "num_input_tokens"})
-    arrays = response_arrays(sequence, parsed, [], requested, None, True, tuple(RESPONSE_ORDER))
+    arrays = response_arrays(sequence, parsed, [], requested, None, True, tuple(RESPONSE_ORDER), FLAGGED_OUTPUTS)
     # num_input_tokens was not asked for by the flag
     assert list(arrays) == ["output_ids", "sequence_length", "num_output_tokens"]
     assert arrays["output_ids"].shape == (1, 1, len(PROMPT) + 3)

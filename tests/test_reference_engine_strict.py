@@ -15,6 +15,7 @@ import pytest
 from tests.test_reference_engine_support import (
     DEFAULT_PARAMETERS,
     ENGINE_DIR,
+    FLAGGED_OUTPUTS,
     RESPONSE_ORDER,
     backend_contract,
     write_tokenizer,
@@ -82,6 +83,8 @@ def test_a_repository_without_the_contract_file_is_refused(tmp_path):
         ({"era": "1.x", "parameters": {"k": {"format": "enum"}}}, "parameters.k is an enum without values"),
         ({"era": "1.x", "required_parameters": [{"source": "x"}]}, r"required_parameters\[0\] needs a name"),
         ({"era": "1.x", "response_order": "output_ids"}, "response_order must be a list"),
+        ({"era": "1.x"}, "flagged_outputs is missing"),
+        ({"era": "1.x", "flagged_outputs": {"return_perf_metrics": "arrival_time_ns"}}, "flagged_outputs must map"),
     ],
 )
 def test_a_malformed_contract_names_the_key(raw, message):
@@ -122,7 +125,11 @@ def test_a_required_typed_parameter_must_parse_even_when_unset():
 
 def test_an_unset_spelling_is_refused_where_the_backend_would_use_it_as_given():
     contract = parse_backend_contract(
-        {"era": "1.x", "parameters": {"lora_prefetch_dir": {"format": "path", "unset_allowed": False}}}
+        {
+            "era": "1.x",
+            "parameters": {"lora_prefetch_dir": {"format": "path", "unset_allowed": False}},
+            "flagged_outputs": {},
+        }
     )
     check_parameters(contract, _model_config())  # absent: fine
     check_parameters(contract, _model_config(lora_prefetch_dir="/loras"))
@@ -255,7 +262,7 @@ def _run(lm, config, request_type="context_and_generation", **flags):
 
 
 def _names(sequence, parsed, requested=frozenset(), blob=None, order=tuple(RESPONSE_ORDER)) -> list[str]:
-    return list(response_arrays(sequence, parsed, [], requested, blob, True, order))
+    return list(response_arrays(sequence, parsed, [], requested, blob, True, order, FLAGGED_OUTPUTS))
 
 
 def test_a_plain_request_gets_output_ids_then_sequence_length_only(lm, config):
@@ -268,7 +275,7 @@ def test_perf_metrics_only_when_asked_and_in_the_backend_order(lm, config):
     names = _names(sequence, parsed)
     assert names[:2] == ["output_ids", "sequence_length"]
     assert names[2:] == [n for n in RESPONSE_ORDER if n in PERF]
-    arrays = response_arrays(sequence, parsed, [], frozenset(), None, True, tuple(RESPONSE_ORDER))
+    arrays = response_arrays(sequence, parsed, [], frozenset(), None, True, tuple(RESPONSE_ORDER), FLAGGED_OUTPUTS)
     assert arrays["arrival_time_ns"].dtype == np.int64 and arrays["kv_cache_alloc_total_blocks"].shape == (
         1,
         1,

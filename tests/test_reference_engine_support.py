@@ -187,6 +187,28 @@ RESPONSE_ORDER = [
 ]
 
 
+# Outputs only a set input flag brings (fillTritonResponse, _MIS#L1079-L1306).
+FLAGGED_OUTPUTS = {
+    "return_log_probs": ["output_log_probs", "cum_log_probs"],
+    "return_context_logits": ["context_logits"],
+    "return_generation_logits": ["generation_logits"],
+    "return_num_input_tokens": ["num_input_tokens"],
+    "return_num_output_tokens": ["num_output_tokens"],
+    "return_perf_metrics": [
+        "kv_cache_alloc_new_blocks",
+        "kv_cache_reused_blocks",
+        "kv_cache_alloc_total_blocks",
+        "arrival_time_ns",
+        "first_scheduled_time_ns",
+        "first_token_time_ns",
+        "last_token_time_ns",
+        "acceptance_rate",
+        "total_accepted_draft_tokens",
+        "total_draft_tokens",
+    ],
+}
+
+
 def backend_contract(era: str = "1.x") -> dict[str, object]:
     return {
         "era": era,
@@ -218,6 +240,7 @@ def backend_contract(era: str = "1.x") -> dict[str, object]:
             "gpu_device_ids": {"format": "int_list"},
         },
         "response_order": RESPONSE_ORDER,
+        "flagged_outputs": FLAGGED_OUTPUTS,
     }
 
 

@@ -80,6 +80,8 @@ class ModelContract:
     response_order: tuple[str, ...] = ()
     response_order_source: str = ""
     response_conditions: dict[str, str] = field(default_factory=dict)
+    # input flag → the outputs attached only when a request sets it true (e.g. return_perf_metrics)
+    flagged_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def input(self, name: str) -> TensorContract | None:
         return next((t for t in self.inputs if t.name == name), None)
@@ -145,6 +147,7 @@ def _model(kind: str, body: dict) -> ModelContract:
         response_order=tuple(body.get("response_order", ())),
         response_order_source=body.get("response_order_source", ""),
         response_conditions=dict(body.get("response_conditions") or {}),
+        flagged_outputs={flag: tuple(names) for flag, names in (body.get("flagged_outputs") or {}).items()},
     )
 
 
@@ -189,5 +192,6 @@ def reference_engine_contract(era: str) -> bytes:
             for p in engine.parameters
         },
         "response_order": list(engine.response_order),
+        "flagged_outputs": {flag: list(names) for flag, names in engine.flagged_outputs.items()},
     }
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()

@@ -40,6 +40,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from generator.contract import load_contract
 from generator.verify.report import CheckResult, failed, passed
 
 __all__ = [
@@ -63,21 +64,12 @@ __all__ = [
     "prefill_context_only",
 ]
 
-# What end_to_end_grpc_client.py names as outputs when it sends return_perf_metrics, and reads as
-# result.as_numpy(name)[0][0].
-PERF_METRIC_OUTPUTS = (
-    "kv_cache_alloc_new_blocks",
-    "kv_cache_reused_blocks",
-    "kv_cache_alloc_total_blocks",
-    "arrival_time_ns",
-    "first_scheduled_time_ns",
-    "first_token_time_ns",
-    "last_token_time_ns",
-    "acceptance_rate",
-    "total_accepted_draft_tokens",
-    "total_draft_tokens",
-)
-LOG_PROB_OUTPUTS = ("cum_log_probs", "output_log_probs")
+# The outputs the engine attaches only when a request sets return_perf_metrics / return_log_probs,
+# from the backend contract (the same in both eras); end_to_end_grpc_client.py asks for exactly these
+# and reads each as result.as_numpy(name)[0][0].
+_FLAGGED = load_contract("1.x").model("tensorrt_llm").flagged_outputs
+PERF_METRIC_OUTPUTS: tuple[str, ...] = _FLAGGED["return_perf_metrics"]
+LOG_PROB_OUTPUTS: tuple[str, ...] = _FLAGGED["return_log_probs"]
 
 
 @dataclass(frozen=True)

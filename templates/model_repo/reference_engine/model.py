@@ -185,6 +185,7 @@ class TritonPythonModel:
             blob,
             batched=self.config.max_batch_size > 0,
             order=self.contract.response_order,
+            flagged=self.contract.flagged_outputs,
         )
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in arrays.items()])
 

@@ -10,6 +10,8 @@ tritonstack's renderer writes ``backend_contract.json`` beside the engine's mode
   it reads (``unset_allowed``, optional: whether "" / ``${name}`` is taken as "not set" rather than
   parsed; default true, except for a required key of format bool/int/float/int_list/enum);
 * ``response_order``: the order in which the backend attaches outputs to a response.
+* ``flagged_outputs``: ``{input flag: [outputs]}``, the outputs attached only when a request sets
+  that input true (``return_perf_metrics``, ``return_log_probs``, …).
 
 The engine refuses to load a repository without that file (it was not rendered by tritonstack), and
 refuses what the backend would refuse, with the backend's own message. Plain functions, no Triton
@@ -73,6 +75,7 @@ class BackendContract:
     required: tuple[tuple[str, str], ...]  # (name, upstream source URL), in the order the backend reads them
     rules: dict[str, ParameterRule] = field(default_factory=dict)
     response_order: tuple[str, ...] = ()
+    flagged_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_backend_contract(path: str) -> BackendContract:
@@ -132,7 +135,20 @@ def parse_backend_contract(raw: object, where: str = CONTRACT_FILE) -> BackendCo
     order = raw.get("response_order", [])
     if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
         raise ReferenceEngineError(f"{where}: response_order must be a list of output names")
-    return BackendContract(era=era, required=tuple(required), rules=rules, response_order=tuple(order))
+    if "flagged_outputs" not in raw:
+        raise ReferenceEngineError(f"{where}: flagged_outputs is missing (which outputs each input flag brings)")
+    flagged = raw["flagged_outputs"]
+    if not isinstance(flagged, Mapping) or not all(
+        isinstance(names, list) and all(isinstance(n, str) for n in names) for names in flagged.values()
+    ):
+        raise ReferenceEngineError(f"{where}: flagged_outputs must map an input flag to a list of output names")
+    return BackendContract(
+        era=era,
+        required=tuple(required),
+        rules=rules,
+        response_order=tuple(order),
+        flagged_outputs={flag: tuple(names) for flag, names in flagged.items()},
+    )
 
 
 def parameter_values(model_config: Mapping) -> dict[str, str]:

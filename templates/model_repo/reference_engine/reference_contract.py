@@ -437,27 +437,6 @@ def context_phase_blob(sequence: Sequence, lm: ReferenceLM, tokens_per_block: in
 # (ModelInstanceState::fillTritonResponse in NVIDIA/TensorRT-LLM triton_backend/inflight_batcher_llm/src/ for 1.x)
 ALWAYS_REQUIRED_OUTPUTS = ("output_ids", "sequence_length")
 
-# Sent only when the request sets return_perf_metrics, whatever it asked for (model_instance_state.cc
-# #L1255-L1306 of the tag above; 1.x: the same block in fillTritonResponse).
-PERF_METRIC_OUTPUTS = (
-    "kv_cache_alloc_new_blocks",
-    "kv_cache_reused_blocks",
-    "kv_cache_alloc_total_blocks",
-    "arrival_time_ns",
-    "first_scheduled_time_ns",
-    "first_token_time_ns",
-    "last_token_time_ns",
-    "acceptance_rate",
-    "total_accepted_draft_tokens",
-    "total_draft_tokens",
-)
-
-# Present only when return_log_probs set the executor's OutputConfig (utils.cc getOutputConfigFromTensors,
-# https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/utils.cc#L612-L628):
-# without it the executor's result carries no log probs and fillTritonResponse adds neither tensor.
-LOG_PROB_OUTPUTS = ("output_log_probs", "cum_log_probs")
-
-
 def check_requested_outputs(requested: frozenset[str]) -> None:
     """Refuse a request that does not ask for output_ids and sequence_length, as the backend does."""
     if not requested:
@@ -477,11 +456,13 @@ def response_arrays(
     blob: bytes | None,
     batched: bool,
     order: tuple[str, ...],
+    flagged: Mapping[str, tuple[str, ...]],
 ) -> dict[str, np.ndarray]:
     """Output tensors of one response, with the real backend's presence rules, in ``order``.
 
     ``order`` is the backend's (backend_contract.json's response_order); an output it does not list
-    comes after the listed ones. Presence follows ModelInstanceState::fillTritonResponse: output_ids
+    comes after the listed ones. ``flagged`` (backend_contract.json's flagged_outputs, from the
+    catalog) says which outputs only a set input flag brings. Presence follows ModelInstanceState::fillTritonResponse: output_ids
     and sequence_length always; batch_index (the row, shape [1, 1]) only for a Triton request of
     batch > 1; sequence_index only for num_return_sequences > 1 (the reference engine does not take
     it, so never); log probs only with
@@ -510,34 +491,36 @@ def response_arrays(
     producers = {
         "output_ids": lambda: np.array([ids], dtype=np.int32),
         "sequence_length": lambda: i32(len(ids)),
+        "output_log_probs": lambda: np.zeros((1, len(ids)), dtype=np.float32),
+        "cum_log_probs": lambda: np.zeros(1, dtype=np.float32),
+        "num_input_tokens": lambda: i32(len(state.prompt)),
+        "num_output_tokens": lambda: i32(len(state.generated)),  # cumulative, also when streaming
+        "kv_cache_alloc_new_blocks": lambda: i32(new),
+        "kv_cache_reused_blocks": lambda: i32(reused),
+        "kv_cache_alloc_total_blocks": lambda: i32(new + reused),
+        "arrival_time_ns": lambda: i64(sequence.arrival_ns),
+        "first_scheduled_time_ns": lambda: i64(sequence.first_scheduled_ns),
+        "first_token_time_ns": lambda: i64(sequence.first_token_ns),
+        "last_token_time_ns": lambda: i64(sequence.last_token_ns),
+        "acceptance_rate": lambda: np.zeros(1, dtype=np.float32),
+        "total_accepted_draft_tokens": lambda: i32(0),
+        "total_draft_tokens": lambda: i32(0),
     }
-    if parsed.return_log_probs:
-        producers["output_log_probs"] = lambda: np.zeros((1, len(ids)), dtype=np.float32)
-        producers["cum_log_probs"] = lambda: np.zeros(1, dtype=np.float32)
     if parsed.batch_size > 1:
         # https://github.com/triton-inference-server/tensorrtllm_backend/blob/v0.19.0/inflight_batcher_llm/src/model_instance_state.cc#L1211-L1219
         producers["batch_index"] = lambda: i32(parsed.batch_index)
     if blob is not None:
         producers["context_phase_params"] = lambda: np.frombuffer(blob, dtype=np.uint8).copy()
-    if parsed.return_num_input_tokens:
-        producers["num_input_tokens"] = lambda: i32(len(state.prompt))
-    if parsed.return_num_output_tokens:
-        producers["num_output_tokens"] = lambda: i32(len(state.generated))  # cumulative, also when streaming
-    if parsed.return_perf_metrics:
-        producers.update(
-            {
-                "kv_cache_alloc_new_blocks": lambda: i32(new),
-                "kv_cache_reused_blocks": lambda: i32(reused),
-                "kv_cache_alloc_total_blocks": lambda: i32(new + reused),
-                "arrival_time_ns": lambda: i64(sequence.arrival_ns),
-                "first_scheduled_time_ns": lambda: i64(sequence.first_scheduled_ns),
-                "first_token_time_ns": lambda: i64(sequence.first_token_ns),
-                "last_token_time_ns": lambda: i64(sequence.last_token_ns),
-                "acceptance_rate": lambda: np.zeros(1, dtype=np.float32),
-                "total_accepted_draft_tokens": lambda: i32(0),
-                "total_draft_tokens": lambda: i32(0),
-            }
-        )
+    flags_set = {
+        "return_log_probs": parsed.return_log_probs,
+        "return_num_input_tokens": parsed.return_num_input_tokens,
+        "return_num_output_tokens": parsed.return_num_output_tokens,
+        "return_perf_metrics": parsed.return_perf_metrics,
+    }
+    for flag, outputs in flagged.items():
+        if not flags_set.get(flag, False):
+            for name in outputs:
+                producers.pop(name, None)
     rank = {name: index for index, name in enumerate(order)}
     names = [n for n in producers if not requested or n in requested]
     names.sort(key=lambda n: rank.get(n, len(rank)))  # stable: unlisted ones keep their place after
