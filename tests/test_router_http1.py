@@ -214,3 +214,33 @@ def test_a_slow_reader_pauses_the_socket_and_loses_nothing() -> None:
             client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_burst_opens_at_most_max_connecting_connections_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2048 streams arriving together must not open 2048 connections in the same instant: the
+    server's listen backlog overflows and the connects that time out read as a dead replica."""
+    opening = {"now": 0, "most": 0}
+    original = asyncio.BaseEventLoop.create_connection
+
+    async def counted(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        opening["now"] += 1
+        opening["most"] = max(opening["most"], opening["now"])
+        try:
+            await asyncio.sleep(0.01)
+            return await original(self, *args, **kwargs)
+        finally:
+            opening["now"] -= 1
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", counted)
+
+    async def scenario() -> list[int]:
+        async with Server(keep_alive_echo) as server:
+            client = Http1Client(connect_timeout=5.0, max_connecting=4)
+            try:
+                replies = await asyncio.gather(*(read_body(client, server.port) for _ in range(40)))
+            finally:
+                client.close()
+            return [status for status, _ in replies]
+
+    assert asyncio.run(scenario()) == [200] * 40
+    assert 1 < opening["most"] <= 4

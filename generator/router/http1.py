@@ -176,10 +176,15 @@ class Http1Response:
 class Http1Client:
     """Pools keep-alive connections per (host, port); the most recently used one goes out first."""
 
-    def __init__(self, connect_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, max_connecting: int = 32) -> None:
         self._connect_timeout = connect_timeout
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._heads: dict[tuple[str, int, str], bytes] = {}
+        # New connections being opened at once per (host, port). A burst of thousands of streams
+        # would otherwise open thousands of connections in the same instant and overflow the
+        # server's listen backlog: the connects that time out would read as a dead replica.
+        self._max_connecting = max_connecting
+        self._connecting: dict[tuple[str, int], asyncio.Semaphore] = {}
 
     async def post(self, host: str, port: int, path: str, body: bytes) -> Http1Response:
         """Send ``body`` as JSON and return once the response headers are in.
@@ -232,9 +237,13 @@ class Http1Client:
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
                 return conn, True
         loop = asyncio.get_running_loop()
+        gate = self._connecting.get(key)
+        if gate is None:
+            gate = self._connecting[key] = asyncio.Semaphore(self._max_connecting)
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Connection(loop), key[0], key[1])
+            async with gate:  # waiting for a turn is not part of the connect deadline
+                async with asyncio.timeout(self._connect_timeout):
+                    _, conn = await loop.create_connection(lambda: _Connection(loop), key[0], key[1])
         except TimeoutError:
             raise Http1Error(f"connecting to {key[0]}:{key[1]} timed out") from None
         except OSError as exc:
