@@ -9,6 +9,7 @@ never hold a scrape past its budget, never starve a healthy target, never grow m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -120,16 +121,23 @@ def serve() -> Iterator[Serve]:
             server.server_close()
 
 
-def exporter_for(ports: list[int], settings: str) -> ExporterRuntime:
+@contextlib.contextmanager
+def exporter_for(ports: list[int], settings: str) -> Iterator[ExporterRuntime]:
+    """An exporter serving on a thread of this process (as the command serves on its main thread)."""
     replicas = "".join(f"      - {{host: 127.0.0.1, metrics: {port}}}\n" for port in ports)
     config = parse_config(
         "apiVersion: tritonstack/exporter-v1\nstack: hostile\n"
         f"exporter: {{nvml: false, {settings}}}\n"
         "pools:\n  chat:\n    role: aggregated\n    models: [tiny-chat]\n    replicas:\n" + replicas
     )
-    runtime = ExporterRuntime(config, bind="127.0.0.1", port=0)
-    runtime.start_background()
-    return runtime
+    with ExporterRuntime(config, bind="127.0.0.1", port=0) as runtime:
+        server = threading.Thread(target=runtime.serve_forever, name="exporter-http", daemon=True)
+        server.start()
+        try:
+            yield runtime
+        finally:
+            runtime.shutdown()
+            server.join(timeout=5)
 
 
 def scrape(runtime: ExporterRuntime, scrape_timeout_s: float) -> tuple[float, dict[str, float]]:
@@ -155,23 +163,17 @@ def test_a_dripping_target_neither_holds_the_scrape_nor_starves_healthy_targets(
     # Four workers: before the fix each scrape left one more worker pinned on the drip, and from the
     # fourth scrape on healthy targets found no worker and were reported down. A budget of 1 s under
     # a 2.5 s scrape timeout: the margin is for a busy machine, the budget keeps the test short.
-    runtime = exporter_for(ports, "max_parallel: 4, timeout_headroom_s: 1.5")
-    try:
+    with exporter_for(ports, "max_parallel: 4, timeout_headroom_s: 1.5") as runtime:
         for attempt in range(6):
             took, up = scrape(runtime, scrape_timeout_s=2.5)
             assert up == {"0": 1.0, "1": 0.0, "2": 1.0}, f"scrape {attempt}"
             assert took < 2.5, f"scrape {attempt} took {took:.2f} s, past Prometheus' scrape timeout"
-    finally:
-        runtime.close()
 
 
 def test_each_target_has_its_own_deadline_below_the_scrape_budget(serve: Serve) -> None:
     ports = [serve(drip_body), serve(healthy)]
-    runtime = exporter_for(ports, "target_timeout_s: 0.4")
-    try:
+    with exporter_for(ports, "target_timeout_s: 0.4") as runtime:
         took, up = scrape(runtime, scrape_timeout_s=10)
-    finally:
-        runtime.close()
     assert up == {"0": 0.0, "1": 1.0}
     assert took < 1.5  # the drip was cut at 0.4 s, not at the 9.5 s the scrape could have used
 
@@ -181,7 +183,6 @@ def test_a_200mb_answer_is_refused_with_bounded_memory(
     serve: Serve, caplog: pytest.LogCaptureFixture, announced: bool
 ) -> None:
     ports = [serve(huge(announced=announced)), serve(healthy)]
-    runtime = exporter_for(ports, "upstream_timeout_s: 10")
     process = psutil.Process()
     baseline = process.memory_info().rss
     peak = baseline
@@ -197,11 +198,11 @@ def test_a_200mb_answer_is_refused_with_bounded_memory(
     sampler.start()
     caplog.set_level(logging.WARNING, logger="tritonstack.exporter")
     try:
-        took, up = scrape(runtime, scrape_timeout_s=10)
+        with exporter_for(ports, "upstream_timeout_s: 10") as runtime:
+            took, up = scrape(runtime, scrape_timeout_s=10)
     finally:
         sampling.set()
         sampler.join()
-        runtime.close()
     assert up == {"0": 0.0, "1": 1.0}
     assert took < 9.5
     assert peak - baseline < 100 * MIB, f"exporter grew by {(peak - baseline) / MIB:.0f} MiB"

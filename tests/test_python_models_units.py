@@ -15,13 +15,20 @@ TOKENIZERS = ROOT / "examples" / "tokenizers"
 sys.path.insert(0, str(ROOT / "templates" / "model_repo" / "shared"))
 sys.path.insert(0, str(ROOT / "templates" / "model_repo" / "preprocessing"))
 
-from model_parameters import ModelParameters, RequestError, load_tokenizer
+from model_parameters import ModelParameters, RequestError, bls_request_parameters, load_tokenizer
 from prompt_encoder import PromptEncoder, pad_rows, parse_messages
 
 
 def encoder(name: str, max_input_len: int | None = 32, add_special_tokens: bool = True) -> PromptEncoder:
     tokenizer = load_tokenizer(str(TOKENIZERS / name), f"{name}_preprocessing")
     return PromptEncoder(tokenizer, str(TOKENIZERS / name), add_special_tokens, max_input_len)
+
+
+def test_bls_request_parameters_carry_floats_as_text() -> None:
+    # Triton's python backend refuses float parameter values on a BLS InferenceRequest.
+    passed = bls_request_parameters('{"a": true, "b": 3, "c": "x", "d": 0.5, "e": [1, 2]}')
+    assert passed == {"a": True, "b": 3, "c": "x", "d": "0.5", "e": "[1, 2]"}
+    assert bls_request_parameters("") == {}
 
 
 def test_query_encoding_follows_add_special_tokens() -> None:

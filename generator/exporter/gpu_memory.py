@@ -3,8 +3,8 @@
 On discrete GPUs NVML's device counters give used/total. On unified-memory GPUs (DGX Spark GB10)
 ``nvmlDeviceGetMemoryInfo`` raises NotSupported: the GPU allocates from host memory, so the
 exporter reports ``MemTotal - MemAvailable`` from /proc/meminfo instead, labelled
-``source="meminfo"``, and publishes ``gpu_memory_reporting_supported 0`` — never a silent 0
-(reference/monitoring.md §4). Per-process GPU bytes (``nvmlDeviceGetComputeRunningProcesses``) work
+``source="meminfo"``, and publishes ``gpu_memory_reporting_supported 0`` — never a silent 0.
+Per-process GPU bytes (``nvmlDeviceGetComputeRunningProcesses``) work
 on both and attribute memory to tritonserver and its stubs.
 
 The NVML module is an argument so tests can hand in a stand-in for hardware this machine lacks.

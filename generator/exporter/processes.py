@@ -4,7 +4,7 @@ The python backend runs every model instance in its own ``triton_python_backend_
 command line starts with the model file, ``<repository>/<model>/<version>/model.py``
 (python_backend ``src/stub_launcher.cc``), so the stub's RSS belongs to that model. The C++
 TensorRT-LLM backend runs inside ``tritonserver`` itself; its host memory shows up as the server's.
-RSS does not include CUDA allocations on unified-memory GPUs (reference/monitoring.md §4.1); the
+RSS does not include CUDA allocations on unified-memory GPUs; the
 GPU part comes from NVML per-process figures (gpu_memory.py).
 """
 

@@ -119,7 +119,6 @@ class ExporterRuntime:
             raise RuntimeSetupError(
                 f"exporter cannot listen on {host}:{settings.port if port is None else port}: {exc.strerror}"
             ) from None
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -128,11 +127,6 @@ class ExporterRuntime:
     def serve_forever(self) -> None:
         self._server.serve_forever()
 
-    def start_background(self) -> None:
-        """Serve on a daemon thread (in-process use: tests, the launcher)."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="exporter-http", daemon=True)
-        self._thread.start()
-
     def shutdown(self) -> None:
         """Stop serving_forever (from another thread or a signal handler)."""
         threading.Thread(target=self._server.shutdown, daemon=True).start()
@@ -140,9 +134,6 @@ class ExporterRuntime:
     def close(self) -> None:
         server = getattr(self, "_server", None)
         if server is not None:
-            if self._thread is not None:
-                server.shutdown()
-                self._thread.join(timeout=5)
             server.server_close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._nvml.stop()

@@ -1,6 +1,7 @@
 """Triton ``/metrics`` text → per model and step values under our names (pure functions).
 
-Input families (reference/monitoring.md §1, §2): Triton core per-model counters, and the TensorRT-LLM
+Input families (https://github.com/triton-inference-server/server/blob/main/docs/user_guide/metrics.md):
+Triton core per-model counters, and the TensorRT-LLM
 backend's ``nv_trt_llm_*`` gauges and ``nv_llm_{input,output}_token_len`` histograms. The CPU
 Triton build does not export HISTOGRAM families from python models, so the reference engine
 publishes the histogram's ``_sum``/``_count`` as counters of those names; reading samples by name

@@ -4,7 +4,7 @@ Pure functions of :class:`ModelFacts` and catalog entries. Every number the plan
 here, so the formulas are in one place and the tests compute the same cases by hand.
 
 Conventions: bytes are exact integers or floats of bytes; "per rank" means one GPU of a TP×PP
-group. Formulas (reference/planning-benchmarks-deploy.md §A2):
+group. Formulas:
 
 * KV bytes per token per rank = 2 (K and V) × ceil(attention layers / PP) × max(1, ceil(kv_heads / TP))
   × head_dim × bytes per element. Sliding-window layers hold at most ``window`` tokens per sequence.
@@ -271,7 +271,8 @@ def decode_bytes_per_step(
 def activation_bytes(facts: ModelFacts, max_num_tokens: int, max_batch_size: int, tensor_parallel: int) -> float:
     """Estimate of the activation memory a TensorRT-LLM engine reserves per rank.
 
-    TensorRT-LLM sizes activations at build time from max_num_tokens (docs/source/reference/memory.md).
+    TensorRT-LLM sizes activations at build time from max_num_tokens
+    (https://github.com/NVIDIA/TensorRT-LLM/blob/main/docs/source/reference/memory.md).
     Estimate: per scheduled token, ~10 hidden-sized and 3 MLP-width BF16 buffers (attention QKV/output,
     residuals, gate/up/down), plus FP32 logits for the last token of each sequence. An estimate, shown
     as such in the plan.

@@ -173,10 +173,6 @@ class _Sizing:
     weight_detail: WeightBytes
     latency: LatencyModel | None
 
-    @property
-    def fixed_bytes(self) -> float:
-        return self.weights + self.activations + self.overhead
-
 
 def rank_gpus(pool: Any, model: Any) -> list[int]:
     """GPU indices (within one pool replica) of a model's TP×PP ranks, as gpu_device_ids renders them.

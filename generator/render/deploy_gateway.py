@@ -47,6 +47,8 @@ EPP_GRPC_PORT = 9002
 EPP_HEALTH_PORT = 9003
 EPP_METRICS_PORT = 9090
 EPP_CONFIG_FILE = "epp-config.yaml"
+# The picker holds no request state; the gateway retries it (FailOpen) while it restarts.
+EPP_TERMINATION_GRACE_S = 130
 INFERENCE_GROUP = "inference.networking.k8s.io"
 
 
@@ -298,8 +300,7 @@ def _epp_deployment(topo: Topology, pool: PoolTopology, name: str, labels: Json,
     }
     spec: Json = {
         "serviceAccountName": name,
-        # the picker holds no request state; the gateway retries it (FailOpen) while it restarts
-        "terminationGracePeriodSeconds": 130,
+        "terminationGracePeriodSeconds": EPP_TERMINATION_GRACE_S,
         "containers": [container],
         "volumes": [{"name": "config", "configMap": {"name": name}}],
     }

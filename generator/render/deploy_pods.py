@@ -37,6 +37,8 @@ ADMIN_KEY_ENV = "TRITON_ADMIN_KEY"
 GPU_KIND_ENV = "GPU_KIND"
 API_KEYS_KEY = "api-keys"
 PROBE_PERIOD_S = 10
+# A tritonserver pod's grace after SIGTERM: in-flight generations finish after its endpoint is removed.
+TRITON_TERMINATION_GRACE_S = 120
 
 Json = dict[str, Any]
 
@@ -194,8 +196,7 @@ def triton_pod(topo: Topology, pool: PoolTopology) -> PodParts:
         spec["initContainers"] = [_sync_container(stack, pool.name)]
         sync_index = 0
     spec["containers"] = [container]
-    # Let in-flight generations finish after the endpoint is removed.
-    spec["terminationGracePeriodSeconds"] = 120
+    spec["terminationGracePeriodSeconds"] = TRITON_TERMINATION_GRACE_S
     mounts = _mount_indexes(spec)
     return PodParts(spec=spec, artifacts_mounts=mounts, sync_container=sync_index, uses_gpus=pool.uses_gpus)
 
@@ -236,7 +237,7 @@ def lws_pods(topo: Topology, pool: PoolTopology, lws_name: str) -> tuple[PodPart
             spec["initContainers"] = [_sync_container(stack, pool.name)]
             sync_index = 0
         spec["containers"] = [container]
-        spec["terminationGracePeriodSeconds"] = 120
+        spec["terminationGracePeriodSeconds"] = TRITON_TERMINATION_GRACE_S
         parts.append(PodParts(spec=spec, artifacts_mounts=_mount_indexes(spec), sync_container=sync_index, uses_gpus=True))
     return parts[0], parts[1]
 

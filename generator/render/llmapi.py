@@ -3,7 +3,7 @@
 The engine-based tensorrtllm backend ends with Triton 26.07 (TensorRT-LLM 1.2.1; TensorRT-LLM PR
 #15907 removed it). After that, Triton serves TensorRT-LLM through ``all_models/llmapi``: a python
 model whose ``1/model.yaml`` holds the ``tensorrt_llm.LLM(...)`` arguments plus ``triton_config``
-(reference/triton-trtllm-backend.md §1.4). This module renders that set from the same spec, for
+(https://github.com/NVIDIA/TensorRT-LLM/tree/main/triton_backend/all_models/llmapi). This module renders that set from the same spec, for
 targets whose release has no engine backend or for models that ask for it (``llm_api: true``).
 
 The LLM-API model itself (``model.py``, ``helpers.py``) ships in the TensorRT-LLM container; we do

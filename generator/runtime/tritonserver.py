@@ -3,7 +3,7 @@
 On a GPU node the binary comes from the NGC container (``tritonserver`` on PATH, backends in
 ``/opt/tritonserver/backends``). On a CPU machine it comes from the ``nvidia-pytriton`` wheel, which
 ships Triton with the python backend only; that build needs a few things arranged by hand before it
-loads a python model (see DESIGN.md, "Real components, and how they start"):
+loads a python model:
 
 * a backend directory whose ``python/`` holds the wheel's python backend plus the stub built for
   the running Python version;

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from engine_stop import stop_engine_request
+from model_parameters import bls_request_parameters
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -117,7 +118,7 @@ class TritonPythonModel:
             inputs=inputs,
             requested_output_names=_unique(["context_phase_params", *request.requested_output_names()]),
             request_id=request_id,
-            parameters={**_parameters(request), "request_type": "context_only"},
+            parameters={**bls_request_parameters(request.parameters()), "request_type": "context_only"},
         )
         response = phase.exec()
         if response.has_error():
@@ -135,7 +136,7 @@ class TritonPythonModel:
             inputs=inputs,
             requested_output_names=list(request.requested_output_names()),
             request_id=request_id,
-            parameters={**_parameters(request), "request_type": "generation_only"},
+            parameters={**bls_request_parameters(request.parameters()), "request_type": "generation_only"},
         )
 
     def _stop_generation(self, request_id: str) -> None:
@@ -179,21 +180,6 @@ def _requested_len(request) -> int:
 def _request_id(request) -> str:
     # Both phases and a later stop request share one id; make one when the client sent none.
     return request.request_id() or f"tritonstack-disagg-{uuid.uuid4().hex}"
-
-
-def _parameters(request) -> dict[str, bool | int | str]:
-    """Request parameters in the types a BLS request accepts (floats travel as decimal strings)."""
-    passed: dict[str, bool | int | str] = {}
-    for key, value in json.loads(request.parameters() or "{}").items():
-        if key == "request_type":
-            continue
-        if isinstance(value, (bool, int, str)):
-            passed[key] = value
-        elif isinstance(value, float):
-            passed[key] = repr(value)
-        else:
-            passed[key] = json.dumps(value)
-    return passed
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """Preprocessing: prompt text (or chat messages) in, token ids and request tensors for the engine out.
 
-Tensor contract (text-only subset of upstream ``preprocessing``, reference §2.2), each with the batch
-dimension first:
+Tensor contract (text-only subset of upstream ``preprocessing``,
+https://github.com/triton-inference-server/tensorrtllm_backend/blob/main/all_models/inflight_batcher_llm/preprocessing/config.pbtxt),
+each with the batch dimension first:
 
 inputs   QUERY STRING[1]; REQUEST_OUTPUT_LEN INT32[1]; optional DECODER_QUERY STRING[1],
          BAD_WORDS_DICT / STOP_WORDS_DICT / EMBEDDING_BIAS_WORDS STRING[-1], EMBEDDING_BIAS_WEIGHTS FP32[-1],

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ModelParameters", "RequestError", "load_tokenizer"]
+__all__ = ["ModelParameters", "RequestError", "bls_request_parameters", "load_tokenizer"]
 
 _TRUE = {"true", "1", "t", "y", "yes", "on"}
 _FALSE = {"false", "0", "f", "n", "no", "off"}
@@ -101,6 +101,24 @@ class ModelParameters:
                 f"model '{self.model_name}': parameter '{key}' must be at least {minimum}, got {value}"
             )
         return value
+
+
+def bls_request_parameters(parameters_json: str) -> dict[str, bool | int | str]:
+    """A client request's parameters (Triton's JSON) in the types a BLS request accepts (bool, int, str).
+
+    Triton's python backend rejects float parameter values in ``pb_utils.InferenceRequest`` ("Expect
+    parameters values to have type bool/int/str"), so a float travels on as its decimal string and
+    anything else as JSON.
+    """
+    passed: dict[str, bool | int | str] = {}
+    for key, value in json.loads(parameters_json or "{}").items():
+        if isinstance(value, (bool, int, str)):
+            passed[key] = value
+        elif isinstance(value, float):
+            passed[key] = repr(value)
+        else:
+            passed[key] = json.dumps(value)
+    return passed
 
 
 def load_tokenizer(tokenizer_dir: str, model_name: str):  # -> transformers.PreTrainedTokenizerBase

@@ -1,7 +1,8 @@
 """tritonstack's own BLS: text in, text out, calling preprocessing → tensorrt_llm → postprocessing.
 
 Why our own instead of upstream ``tensorrt_llm_bls``: upstream hard-codes the model names
-``preprocessing`` and ``postprocessing`` (reference §2.5, issue #714), so two LLMs cannot share a
+``preprocessing`` and ``postprocessing``
+(https://github.com/triton-inference-server/tensorrtllm_backend/issues/714), so two LLMs cannot share a
 repository; streaming text loses spaces and splits characters unless ``accumulate_tokens`` re-decodes
 everything; and the newest version reaches for Triton's own gRPC port on localhost.
 
@@ -47,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from engine_stop import stop_engine_request
-from model_parameters import ModelParameters, RequestError
+from model_parameters import ModelParameters, RequestError, bls_request_parameters
 from streaming_detokenizer import IncrementalDetokenizer
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -338,7 +339,7 @@ class TritonPythonModel:
                 *prompt.requested_extras(),
             ],
             request_id=prompt.request_id,
-            parameters=_bls_parameters(prompt.parameters_json),
+            parameters=bls_request_parameters(prompt.parameters_json),
         )
 
     def _preprocess(self, prompt: Prompt) -> dict[str, np.ndarray]:
@@ -377,23 +378,6 @@ class TritonPythonModel:
             raise RuntimeError(f"{self._postprocessing}: {response.error().message()}")
         texts = pb_utils.get_output_tensor_by_name(response, "OUTPUT").as_numpy().reshape(-1)
         return [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
-
-
-def _bls_parameters(parameters_json: str) -> dict[str, bool | int | str]:
-    """Request parameters in the types a BLS request accepts (bool, int, str).
-
-    Triton's python backend rejects float parameter values in ``pb_utils.InferenceRequest`` ("Expect
-    parameters values to have type bool/int/str"), so a float travels on as its decimal string.
-    """
-    passed: dict[str, bool | int | str] = {}
-    for key, value in json.loads(parameters_json or "{}").items():
-        if isinstance(value, (bool, int, str)):
-            passed[key] = value
-        elif isinstance(value, float):
-            passed[key] = repr(value)
-        else:
-            passed[key] = json.dumps(value)
-    return passed
 
 
 def _batched(array: np.ndarray) -> np.ndarray:
