@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := prometheus nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test golden bench clean
+.PHONY: install system-deps demo test lint golden bench clean
 
 install: $(VENV)/.installed
 
@@ -32,8 +32,13 @@ system-deps:
 demo: install
 	$(BIN)/python examples/demo.py
 
-test: install system-deps
+test: install system-deps lint
 	$(BIN)/python -m pytest -q
+
+# ruff (rule set in pyproject.toml) over everything Python here, mypy strict on the modules it lists.
+lint: install
+	$(BIN)/ruff check generator tests benchmarks examples templates setup.py
+	$(BIN)/mypy
 
 golden: install
 	$(BIN)/python -m pytest -q tests --update-golden -k golden

@@ -63,7 +63,7 @@ def validate_repositories(files: dict[str, bytes], stack: Stack) -> None:
     """Raise :class:`ValidationFailure` listing every problem found."""
     repos, problems = parse_configs(files)
     contract = load_contract(stack.target.release.tensor_names)
-    for repo, models in sorted(repos.items()):
+    for _repo, models in sorted(repos.items()):
         for parsed in models.values():
             problems += _check_model(parsed, models)
             kind = contract_kind(parsed.config.name)

@@ -13,6 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from generator.bench.plots import plot_throughput, plot_ttft
 from generator.bench.records import RequestRecord
 from generator.bench.report import (
     SCHEMA_PATH,
@@ -22,7 +23,6 @@ from generator.bench.report import (
     result_json,
     stack_table,
 )
-from generator.bench.plots import plot_throughput, plot_ttft
 from generator.bench.runner import PointRun, StackRun
 from generator.bench.settings import BenchSettings, Endpoint, LoadPoint
 from generator.bench.stats import deltas, summarize

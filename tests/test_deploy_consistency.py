@@ -10,8 +10,8 @@ import dataclasses
 import pytest
 import yaml
 
-from generator.errors import RenderError
 from generator.commands import exporter as exporter_command
+from generator.errors import RenderError
 from generator.exporter.config import parse_config
 from generator.render.deploy import render_deploy
 from generator.render.monitoring import render_monitoring

@@ -25,8 +25,8 @@ from tritonclient.utils import InferenceServerException
 
 from tests.test_reference_engine_support import (
     ENGINE_DIR,
-    POLL_TIMEOUT_S,
     FLAGGED_OUTPUTS,
+    POLL_TIMEOUT_S,
     RESPONSE_ORDER,
     Server,
     add_engine_model,

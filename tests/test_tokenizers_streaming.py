@@ -150,7 +150,10 @@ class FakeClock:
 def test_stream_states_evict_least_recently_used_and_idle_entries() -> None:
     clock = FakeClock()
     states = StreamStates(max_streams=2, idle_seconds=10, clock=clock)
-    make = lambda: IncrementalDetokenizer(decoder("tiny-chat"))
+
+    def make() -> IncrementalDetokenizer:
+        return IncrementalDetokenizer(decoder("tiny-chat"))
+
     a = states.get_or_create("a", make)
     states.get_or_create("b", make)
     assert states.get_or_create("a", make) is a  # reused, and now most recent

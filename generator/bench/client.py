@@ -90,7 +90,7 @@ class StreamingClient:
             await asyncio.wait_for(self._stream(endpoint, prompt, record), timeout=self._options.timeouts.request_s)
         except _Failed as failure:
             record.error, record.error_detail = failure.kind, failure.detail
-        except asyncio.TimeoutError:
+        except TimeoutError:
             record.error = "deadline"
             record.error_detail = f"not finished within the request timeout of {self._options.timeouts.request_s:g} s"
         except httpx.ConnectError as exc:

@@ -13,7 +13,7 @@ import asyncio
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -220,7 +220,7 @@ def write_results(outcome: BenchOutcome, out_dir: Path, plots: bool, with_tokeni
         outcome.summaries,
         outcome.deltas,
         client_versions(with_tokenizer),
-        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        datetime.now(UTC).isoformat(timespec="seconds"),
     )
     written = {
         out_dir / "results.json": result_json(document),

@@ -10,12 +10,11 @@ rendered configs against it, and the reference engine refuses what it says the r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Literal
-
-import json
+from typing import Any, Literal
 
 import yaml
 
@@ -137,7 +136,7 @@ def load_contract(era: str) -> BackendContract:
     )
 
 
-def _model(kind: str, body: dict) -> ModelContract:
+def _model(kind: str, body: dict[str, Any]) -> ModelContract:
     return ModelContract(
         kind=kind,
         source=body["source"],
@@ -151,7 +150,7 @@ def _model(kind: str, body: dict) -> ModelContract:
     )
 
 
-def _tensor(raw: dict) -> TensorContract:
+def _tensor(raw: dict[str, Any]) -> TensorContract:
     return TensorContract(
         name=raw["name"],
         data_type=raw["data_type"],
@@ -162,7 +161,7 @@ def _tensor(raw: dict) -> TensorContract:
     )
 
 
-def _parameter(raw: dict) -> ParameterContract:
+def _parameter(raw: dict[str, Any]) -> ParameterContract:
     return ParameterContract(
         name=raw["name"],
         required=bool(raw["required"]),

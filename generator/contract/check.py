@@ -8,13 +8,14 @@ the key and what upstream expects, with the upstream source that decides it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tritonclient.grpc import model_config_pb2
+from tritonclient.grpc.model_config_pb2 import ModelConfig, ModelInput, ModelOutput
 
 from generator.contract import BackendContract, ModelContract, ParameterContract, TensorContract, is_unset
 
 __all__ = ["BOOL_SPELLINGS", "contract_kind", "check_against_contract"]
-
-ModelConfig = model_config_pb2.ModelConfig
 
 # The spellings the C++ backend's bool parameter parser accepts; anything else throws, and inside the
 # backend's try/catch that means "use the default" without a word.
@@ -100,7 +101,7 @@ def _parses(kind: type, value: str) -> bool:
 def _check_tensors(
     path: str,
     kind: str,
-    declared: list,
+    declared: Sequence[ModelInput | ModelOutput],
     expected: tuple[TensorContract, ...],
     model: ModelContract,
     contract: BackendContract,
@@ -129,7 +130,7 @@ def _check_tensors(
     return problems
 
 
-def _tensor_differences(found, tensor: TensorContract, kind: str, contract: BackendContract) -> list[str]:
+def _tensor_differences(found: ModelInput | ModelOutput, tensor: TensorContract, kind: str, contract: BackendContract) -> list[str]:
     differences: list[str] = []
     data_type = model_config_pb2.DataType.Name(found.data_type)
     if not contract.accepts_type(tensor.data_type, data_type):

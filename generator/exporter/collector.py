@@ -33,7 +33,13 @@ from prometheus_client.registry import Collector
 from generator.errors import TritonstackError
 from generator.exporter.catalogue import CATALOGUE, by_name
 from generator.exporter.config import ExporterConfig
-from generator.exporter.gpu_memory import GpuReading, MemInfo, Nvml, read_meminfo, read_memory_pressure_seconds
+from generator.exporter.gpu_memory import (
+    GpuReading,
+    MemInfo,
+    Nvml,
+    read_meminfo,
+    read_memory_pressure_seconds,
+)
 from generator.exporter.processes import ServerProcesses, read_server_processes
 from generator.exporter.triton_metrics import STEP_OF_SUFFIX, PoolValues, parse_triton_metrics
 

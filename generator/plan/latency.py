@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 from generator.plan.catalogs import Gpu, PlannerConstants
 from generator.plan.facts import ModelFacts
-from generator.plan.memory import KvBytes, WeightBytes, active_params_per_token, decode_bytes_per_step, param_counts
+from generator.plan.memory import (
+    KvBytes,
+    WeightBytes,
+    active_params_per_token,
+    decode_bytes_per_step,
+    param_counts,
+)
 
 __all__ = ["LatencyModel", "ServingPoint", "aggregated_point", "mdl_wait_factor"]
 

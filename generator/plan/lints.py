@@ -10,13 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from generator.plan.catalogs import Catalogs, Gpu, load_catalogs, version_key
 from generator.plan.plan import StackPlan, rank_gpus, size_stack
-from generator.plan.sources import ResolvedFacts, effective_kv_dtype, effective_precision, local_path, resolve_facts
+from generator.plan.sources import (
+    ResolvedFacts,
+    effective_kv_dtype,
+    effective_precision,
+    local_path,
+    resolve_facts,
+)
 from generator.releases import RELEASES
 
 __all__ = ["Finding", "LINTS", "lint_stack", "has_chat_template"]

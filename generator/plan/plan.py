@@ -28,7 +28,6 @@ from generator.plan.memory import (
     WeightBytes,
     activation_bytes,
     active_params_per_token,
-    decode_bytes_per_step,
     kv_bytes_per_token,
     param_counts,
     weight_bytes,

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from generator.plan.catalogs import Catalogs, Gpu
-from generator.plan.facts import EngineFacts, FactsError, ModelFacts, QuantFacts, read_checkpoint_dir, read_engine_dir
+from generator.plan.facts import (
+    EngineFacts,
+    FactsError,
+    ModelFacts,
+    QuantFacts,
+    read_checkpoint_dir,
+    read_engine_dir,
+)
 from generator.plan.memory import format_for_quant_algo
 
 __all__ = ["ResolvedFacts", "resolve_facts", "local_path", "spec_facts_of", "effective_precision", "effective_kv_dtype"]

@@ -16,8 +16,8 @@ from generator.render.deploy_compose import render_compose
 from generator.render.deploy_k8s import render_kubernetes
 from generator.render.deploy_paths import artifact_paths
 from generator.render.deploy_readme import README, render_readme
-from generator.render.options import RenderOptions
 from generator.render.deploy_topology import Topology, headless_dns, topology
+from generator.render.options import RenderOptions
 from generator.router.config import parse_routes
 from generator.spec import Stack
 

@@ -9,7 +9,6 @@ replica's address, exactly as the Kubernetes headless Service does, so ``router/
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any

@@ -17,8 +17,9 @@ serve (it passes no ``disaggregated_params`` to ``generate_async``), so ``1/mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from generator import yamlio
 from generator.errors import RenderError
