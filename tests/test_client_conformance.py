@@ -96,3 +96,30 @@ def test_prefill_entry_hands_over_the_context(running_quickstart: RunningStack) 
             _replica(running_quickstart, "pd-prefill"), PREFILL.ensemble, SETTINGS
         )
     )
+
+
+SYNC = triton_names("tiny-sync", "aggregated")
+
+
+@pytest.mark.parametrize("entry", [SYNC.ensemble, SYNC.bls])
+def test_a_model_served_without_streaming_answers_whole_and_refuses_to_stream(
+    running_quickstart: RunningStack, entry: str
+) -> None:
+    """tiny-sync is not decoupled (upstream's decoupled_mode: false, what end_to_end_test.py and
+    benchmark_core_model.py call with infer()): whole answers, and stream=true refused, not hung."""
+    replica = _replica(running_quickstart, "chat")
+    results = conformance.entry_checks(replica, entry, SETTINGS, streaming=False)
+    assert {r.check for r in results} == {"grpc", "http-generate", "log-probs", "perf-metrics", "stop-words", "stream-refused"}
+    for result in results:
+        _expect(result)
+
+
+def test_an_engine_served_without_streaming_refuses_streaming_with_the_backends_message(
+    running_quickstart: RunningStack,
+) -> None:
+    replica = _replica(running_quickstart, "chat")
+    results = conformance.engine_checks(replica, SYNC.preprocessing, SYNC.llm, SETTINGS, streaming=False)
+    for result in results:
+        _expect(result)
+    refused = next(r for r in results if r.check == "stream-refused")
+    assert "Streaming is only supported if model is deployed using decoupled mode" in refused.detail

@@ -107,7 +107,7 @@ def test_engine_inputs_carry_sampling_penalties_and_the_era_names() -> None:
             seed_input=seed_input,
             serving=serving,
         )
-        inputs = engine_inputs(route, request, 5, [0, 9, 10], tokenizer)
+        inputs = engine_inputs(route, request, 5, [0, 9, 10], tokenizer, stream=True)
         assert inputs == {
             "input_ids": [0, 9, 10],
             "input_lengths": 3,

@@ -590,6 +590,15 @@ def router_schema(tokenizer: Path) -> Any:
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
+def _too_long_for_the_model(response: Any) -> bool:
+    if response.status_code != 400:
+        return False
+    try:
+        return response.json()["error"]["code"] == "context_length_exceeded"
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_the_api_keeps_to_its_openapi_document(router_schema: Any, mode: str) -> None:
     """Schemathesis' generated requests, valid (positive) and invalid (negative), against the
@@ -597,6 +606,7 @@ def test_the_api_keeps_to_its_openapi_document(router_schema: Any, mode: str) ->
     (Driven through hypothesis directly: schemathesis' pytest plugin does not load under this pytest.)"""
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
 
     for result in router_schema.get_all_operations():
         operation = result.ok()
@@ -606,7 +616,13 @@ def test_the_api_keeps_to_its_openapi_document(router_schema: Any, mode: str) ->
         @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: Any) -> None:
-            case.call_and_validate()
+            response = case.call()
+            if _too_long_for_the_model(response):
+                # Schema-valid, and still over the model's input limit: a limit of the model the
+                # document cannot state (tokens, not characters); the answer must still match it.
+                case.validate_response(response, excluded_checks=[positive_data_acceptance])
+            else:
+                case.validate_response(response)
 
         check()
 

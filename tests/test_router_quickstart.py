@@ -124,3 +124,23 @@ def test_disconnect_cancels_the_engine_request(
     assert settle("cancelled", cancelled + 1) == cancelled + 1
     time.sleep(0.5)
     assert count("completed") == completed, "the abandoned request must not run to the end"
+
+
+def test_a_model_served_without_streaming_still_answers_a_stream_request(router: RunningRouter) -> None:
+    """tiny-sync is not decoupled: a client that asks for a stream gets SSE with the whole text in one
+    event, the same text as the non-streamed answer, and usage."""
+    c = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    whole = c.completions.create(model="tiny-sync", prompt="The quick brown fox", max_tokens=12, seed=3)
+    chunks = list(
+        c.completions.create(
+            model="tiny-sync",
+            prompt="The quick brown fox",
+            max_tokens=12,
+            seed=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts = [chunk.choices[0].text for chunk in chunks if chunk.choices and chunk.choices[0].text]
+    assert texts == [whole.choices[0].text]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens

@@ -379,10 +379,6 @@ class RouterApp:
         route = entry.route
         if request.chat and not route.chat:
             raise ApiError(400, f"model {entry.name!r} does not accept chat requests; use /v1/completions")
-        if request.stream and not route.streaming:
-            raise ApiError(
-                400, f"model {entry.name!r} is served without streaming; set stream to false", param="stream"
-            )
         max_tokens = request.max_tokens or (
             route.max_output_len if request.chat else min(16, route.max_output_len)
         )
@@ -426,11 +422,14 @@ class RouterApp:
                     code="context_length_exceeded",
                 )
         request.max_tokens = max_tokens
+        # A model served without streaming (not decoupled) answers once; a client that asked for a
+        # stream still gets SSE, with the whole text in one event.
+        upstream_stream = request.stream and route.streaming
         if engine:
             assert ids is not None
             if not ids:
                 raise ApiError(400, "the prompt is empty: send some text to continue from", param="prompt")
-            inputs = engine_inputs(route, request, max_tokens, ids, tokenizer)
+            inputs = engine_inputs(route, request, max_tokens, ids, tokenizer, stream=upstream_stream)
         elif entry.protocol == "llmapi":
             if request.min_tokens is not None:
                 raise ApiError(
@@ -440,9 +439,9 @@ class RouterApp:
                 )
             # It takes plain text: the chat template, already applied above, is not rendered again.
             plain = tokenizer.plain_text(text) if request.messages is not None else text
-            inputs = _llmapi_inputs(plain, request, max_tokens)
+            inputs = _llmapi_inputs(plain, request, max_tokens, stream=upstream_stream)
         else:
-            inputs = _ensemble_inputs(route, request, max_tokens)
+            inputs = _ensemble_inputs(route, request, max_tokens, stream=upstream_stream)
         session = headers.get(settings.session_header.lower().encode())
         hints = Hints(
             session=session.decode(errors="replace") if session else request.user,
@@ -452,12 +451,14 @@ class RouterApp:
         return GenerateCall(model="", inputs=inputs, request_id=request_id), hints, prompt
 
 
-def _ensemble_inputs(route: ModelRoute, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
+def _ensemble_inputs(
+    route: ModelRoute, request: OpenAIRequest, max_tokens: int, *, stream: bool
+) -> dict[str, Any]:
     """Inputs of our BLS / ensembles: the chat messages go as JSON, preprocessing applies the template."""
     inputs: dict[str, Any] = {
         "text_input": request.prompt or "",
         "max_tokens": max_tokens,
-        "stream": request.stream,
+        "stream": stream,
     }
     if request.messages is not None:
         inputs["messages"] = orjson.dumps(request.messages).decode()
@@ -483,12 +484,12 @@ def _ensemble_inputs(route: ModelRoute, request: OpenAIRequest, max_tokens: int)
     return inputs
 
 
-def _llmapi_inputs(text: str, request: OpenAIRequest, max_tokens: int) -> dict[str, Any]:
+def _llmapi_inputs(text: str, request: OpenAIRequest, max_tokens: int, *, stream: bool) -> dict[str, Any]:
     """Inputs of the LLM-API model (reference/triton-trtllm-backend.md §1.4); ``text`` is the prompt,
     or a chat request's messages through the chat template."""
     inputs: dict[str, Any] = {
         "text_input": text,
-        "streaming": request.stream,
+        "streaming": stream,
         "sampling_param_max_tokens": max_tokens,
         # The model's default is False (the prompt would lead text_output); OpenAI answers exclude it.
         "sampling_param_exclude_input_from_output": True,
@@ -575,7 +576,7 @@ class _Exchange:
         else:
             assert entry.disaggregated is not None
             responses = entry.disaggregated.run(
-                entry.name, self.call, self.hints, self.request.stream, self._finished
+                entry.name, self.call, self.hints, self.request.stream and entry.route.streaming, self._finished
             )
         if entry.protocol == "engine":  # token ids → text, here rather than in a Python model in Triton
             return detokenized(responses, entry.tokenizer, self.prompt.tokens(entry.tokenizer))

@@ -62,6 +62,8 @@ def engine_inputs(
     max_tokens: int,
     input_ids: list[int],
     tokenizer: ModelTokenizer,
+    *,
+    stream: bool,
 ) -> dict[str, Any]:
     """Inputs of the ``tensorrt_llm`` model (and its context/generation copies) for one request."""
     newer = (
@@ -71,7 +73,7 @@ def engine_inputs(
         "input_ids": input_ids,
         "input_lengths": len(input_ids),
         "request_output_len": max_tokens,
-        "streaming": request.stream,
+        "streaming": stream,
         "exclude_input_in_output": True,
     }
     if tokenizer.end_id is not None:

@@ -214,11 +214,14 @@ def _conformance(
         if pool.role == "prefill":
             results.append(conformance.prefill_context_only(address, names.ensemble, settings))
             continue
+        streaming = stack.model(model).streaming
         for entry in (names.ensemble, names.bls):
             if entry:
-                results += conformance.entry_checks(address, entry, settings)
+                results += conformance.entry_checks(address, entry, settings, streaming=streaming)
         if names.context is None:  # the engine itself (in-server disaggregation: a BLS in between)
-            results += conformance.engine_checks(address, names.preprocessing, names.llm, settings)
+            results += conformance.engine_checks(
+                address, names.preprocessing, names.llm, settings, streaming=streaming
+            )
             results.append(
                 conformance.pipeline_by_hand(
                     address, (names.preprocessing, names.llm, names.postprocessing), names.ensemble, settings

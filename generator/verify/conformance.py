@@ -270,6 +270,29 @@ def entry_grpc(
     return passed(check, model, f"{len(texts)} response(s)")
 
 
+def stream_refused(replica: Replica, model: str, settings: ConformanceSettings, *, engine: str | None = None) -> CheckResult:
+    """A model that does not stream (not decoupled) refuses ``stream=true`` with an error, as the real
+    backend does ("Streaming is only supported if model is deployed using decoupled mode.",
+    utils.cc createRequestsFromInputTensors); it must not hang or answer as if it streamed."""
+    check = "stream-refused"
+    target = engine or model
+    try:
+        if engine is None:
+            stream = _run_stream(replica, model, _entry_inputs(settings, streaming=True), settings, outputs=("text_output",))
+        else:
+            outcome = _engine_stream(check, replica, (model, engine), settings, streaming=True)
+            if isinstance(outcome, CheckResult):  # the prompt could not be prepared
+                return outcome
+            stream = outcome
+    except InferenceServerException as exc:
+        return passed(check, target, f"refused: {exc}")
+    if stream.timed_out:
+        return failed(check, target, "no answer before the timeout")
+    if not stream.errors:
+        return failed(check, target, "stream=true was served by a model that is not decoupled")
+    return passed(check, target, f"refused: {stream.first_error()}")
+
+
 def _stream_problem(stream: _Stream) -> str:
     if stream.errors:
         return f"error from server: {stream.first_error()}"
@@ -777,30 +800,45 @@ def prefill_context_only(replica: Replica, model: str, settings: ConformanceSett
 # --- every check of one model kind --------------------------------------------------------------------
 
 
-def entry_checks(replica: Replica, model: str, settings: ConformanceSettings) -> list[CheckResult]:
-    """Every check of a text model (ensemble, BLS, decode entry)."""
-    return [
+def entry_checks(
+    replica: Replica, model: str, settings: ConformanceSettings, *, streaming: bool = True
+) -> list[CheckResult]:
+    """Every check of a text model (ensemble, BLS, decode entry); a model served without streaming
+    gets the non-streaming checks and must refuse ``stream=true``."""
+    results = [
         entry_grpc(replica, model, settings, streaming=False),
-        entry_grpc(replica, model, settings, streaming=True),
         entry_generate(replica, model, settings, streaming=False),
-        entry_generate(replica, model, settings, streaming=True),
         entry_log_probs(replica, model, settings),
         entry_perf_metrics(replica, model, settings),
         entry_stop_words(replica, model, settings),
+    ]
+    if not streaming:
+        return [*results, stream_refused(replica, model, settings)]
+    return [
+        *results,
+        entry_grpc(replica, model, settings, streaming=True),
+        entry_generate(replica, model, settings, streaming=True),
         entry_cancel(replica, model, settings),
     ]
 
 
 def engine_checks(
-    replica: Replica, preprocessing: str, engine: str, settings: ConformanceSettings
+    replica: Replica, preprocessing: str, engine: str, settings: ConformanceSettings, *, streaming: bool = True
 ) -> list[CheckResult]:
-    """Every check of an engine model; its prompt is tokenized by the pool's ``preprocessing``."""
+    """Every check of an engine model; its prompt is tokenized by the pool's ``preprocessing``. An
+    engine served without streaming (not decoupled) must refuse ``streaming=true``; stop and cancel
+    act on streams, so they are checked on streaming engines."""
     names = (preprocessing, engine)
-    return [
+    results = [
         engine_grpc(replica, names, settings, streaming=False),
-        engine_grpc(replica, names, settings, streaming=True),
         engine_log_probs(replica, names, settings),
         engine_perf_metrics(replica, names, settings),
+    ]
+    if not streaming:
+        return [*results, stream_refused(replica, preprocessing, settings, engine=engine)]
+    return [
+        *results,
+        engine_grpc(replica, names, settings, streaming=True),
         engine_stop_request(replica, names, settings),
         engine_cancel(replica, names, settings),
     ]
