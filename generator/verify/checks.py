@@ -87,7 +87,8 @@ def verify_stack(stack: Stack, files: dict[str, bytes], targets: Targets) -> lis
         results += _conformance(stack, stack.pool(replica.pool), replica, targets.conformance)
     if targets.router_url:
         router = RouterTarget(targets.router_url, targets.api_key, targets.timeout_s)
-        results += router_checks(router, [m.name for m in stack.models])
+        streaming = frozenset(m.name for m in stack.models if m.streaming)
+        results += router_checks(router, [m.name for m in stack.models], streaming)
     for replica in live:
         results.append(_triton_families(stack, stack.pool(replica.pool), replica, targets.timeout_s))
     wanted = _dashboard_families(files)
