@@ -6,11 +6,13 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from generator.errors import RuntimeSetupError
 from generator.render.options import RenderOptions
@@ -28,16 +30,18 @@ from generator.router.config import (
 from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
 from generator.router.policies import (
+    POLICIES,
     Hints,
     LeastInflight,
     PrefixAware,
     RoundRobin,
     SessionAffinity,
     block_hashes,
+    make_policy,
 )
 from generator.router.protocol import ApiError, parse_request
 from generator.router.replicas import PoolState, Replica, ReplicaMonitor, external_load, resolve_pool
-from generator.router.settings import RouterSettings
+from generator.router.settings import Policy, RouterSettings
 from generator.router.upstream import (
     GenerateCall,
     Response,
@@ -137,6 +141,21 @@ def test_block_hashes_equal_exactly_on_equal_prefixes(a: list[int], b: list[int]
     ha, hb = block_hashes(a, 4), block_hashes(b, 4)
     for i in range(min(len(ha), len(hb))):
         assert (ha[i] == hb[i]) == (a[: 4 * (i + 1)] == b[: 4 * (i + 1)])
+
+
+def test_every_policy_name_the_settings_accept_is_registered() -> None:
+    assert set(POLICIES) == set(get_args(Policy))
+    settings = RouterSettings()
+    assert isinstance(make_policy("prefix_aware", settings), PrefixAware)
+    assert isinstance(make_policy("least_inflight", settings), LeastInflight)
+    assert [name for name, kind in POLICIES.items() if kind.needs_token_ids] == ["prefix_aware"]
+
+
+def test_an_unknown_policy_name_is_refused_by_the_settings_and_by_make_policy() -> None:
+    with pytest.raises(ValidationError, match="policy"):
+        RouterSettings.model_validate({"policy": "fastest"})
+    with pytest.raises(ValueError, match="unknown routing policy 'fastest'; known: least_inflight"):
+        make_policy("fastest", RouterSettings())  # type: ignore[arg-type]
 
 
 def test_dns_pools_resolve_to_one_replica_per_address() -> None:

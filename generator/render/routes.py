@@ -138,8 +138,8 @@ def routes_document(
             "chat": model.chat,
             "streaming": model.streaming,
             "add_special_tokens": model.add_special_tokens,
-            "seed_input": "random_seed" if release.tensor_names == "0.19" else "seed",
-            "token_count_outputs": release.tensor_names != "0.19",
+            "seed_input": release.seed_input,
+            "token_count_outputs": release.returns_token_counts,
             "serving": _serving(stack, model),
         }
     return {

@@ -1,10 +1,10 @@
 """The router as a bare ASGI application (``generator/router/server.py`` serves it).
 
 A bare ASGI callable, not a framework router: per-request framework cost is what caps one Python
-event loop (routers-and-disaggregation.md §5.1: a raw ASGI app relays ~2× the requests of Starlette
-per core), and at concurrency 1 it is most of the latency the router adds. Everything it needs
-comes in as arguments: the routes, the upstream client, the clocks and the tokenizer loader;
-resources start in the ASGI lifespan, not at import.
+event loop (a raw ASGI app relays about twice the requests of Starlette per core), and at
+concurrency 1 it is most of the latency the router adds. Everything it needs comes in as arguments:
+the routes, the upstream client, the clocks and the tokenizer loader; resources start in the ASGI
+lifespan, not at import.
 
 Served paths: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``,
 ``GET /health`` (live), ``GET /ready`` (every model has a ready replica in each pool it needs),
@@ -52,9 +52,10 @@ from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.engine import detokenized, engine_inputs
 from generator.router.metrics import RouterMetrics
 from generator.router.openapi import openapi_document
-from generator.router.policies import Hints, block_hashes, make_policy
+from generator.router.policies import Hints, block_hashes, make_policy, policy_kind
 from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
 from generator.router.replicas import PoolState, ReplicaMonitor
+from generator.router.settings import COMPLETIONS_DEFAULT_MAX_TOKENS
 from generator.router.stops import StopTrimmer
 from generator.router.tokens import ModelTokenizer, TokenizerLoader, check_prompt_bytes, load_tokenizer
 from generator.router.upstream import GenerateCall, Response, Upstream
@@ -144,7 +145,7 @@ class RouterApp:
     async def _install(self, routes: Routes) -> None:
         keys = load_api_keys(routes.router, self.environ)
         tokenizers = {}
-        for name, model in routes.models.items():
+        for model in routes.models.values():
             key = (model.tokenizer_dir, model.add_special_tokens)
             if key not in self._tokenizers and key not in tokenizers:
                 raw = await asyncio.to_thread(self.tokenizer_loader, model.tokenizer_dir)
@@ -349,7 +350,9 @@ class RouterApp:
             if not self.keys.allows(headers.get(b"authorization")):
                 raise _unauthorized()
             if self.draining:
-                raise ApiError(503, "the router is shutting down", "server_error", retry_after=1)
+                raise ApiError(
+                    503, "the router is shutting down", "server_error", retry_after=self.routes.router.retry_after_s
+                )
             request = parse_request(await self._read_body(receive, headers), chat)
             entry = self.models.get(request.model)
             if entry is None:
@@ -380,7 +383,7 @@ class RouterApp:
         if request.chat and not route.chat:
             raise ApiError(400, f"model {entry.name!r} does not accept chat requests; use /v1/completions")
         max_tokens = request.max_tokens or (
-            route.max_output_len if request.chat else min(16, route.max_output_len)
+            route.max_output_len if request.chat else min(COMPLETIONS_DEFAULT_MAX_TOKENS, route.max_output_len)
         )
         if max_tokens > route.max_output_len:
             raise ApiError(
@@ -411,7 +414,7 @@ class RouterApp:
         bound = tokenizer.token_bound(text, special)
         # One tokenization per request: the engine path sends these ids, prefix-aware routing hashes
         # them, and the usage count is their length.
-        if engine or bound is None or bound > route.max_input_len or settings.policy == "prefix_aware":
+        if engine or bound is None or bound > route.max_input_len or policy_kind(settings.policy).needs_token_ids:
             ids = await tokenizer.encode(text, special)
             if len(ids) > route.max_input_len:
                 raise ApiError(
@@ -485,8 +488,8 @@ def _ensemble_inputs(
 
 
 def _llmapi_inputs(text: str, request: OpenAIRequest, max_tokens: int, *, stream: bool) -> dict[str, Any]:
-    """Inputs of the LLM-API model (reference/triton-trtllm-backend.md §1.4); ``text`` is the prompt,
-    or a chat request's messages through the chat template."""
+    """Inputs of the LLM-API model (https://github.com/NVIDIA/TensorRT-LLM/tree/main/triton_backend/
+    all_models/llmapi); ``text`` is the prompt, or a chat request's messages through the chat template."""
     inputs: dict[str, Any] = {
         "text_input": text,
         "streaming": stream,

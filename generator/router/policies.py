@@ -20,7 +20,7 @@ import hashlib
 import math
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,12 +30,15 @@ from generator.router.settings import Policy, RouterSettings
 __all__ = [
     "Hints",
     "LeastInflight",
+    "POLICIES",
+    "PolicyKind",
     "PrefixAware",
     "ReplicaPolicy",
     "RoundRobin",
     "SessionAffinity",
     "block_hashes",
     "make_policy",
+    "policy_kind",
 ]
 
 
@@ -157,11 +160,33 @@ class PrefixAware:
         return len(self._owners)
 
 
+@dataclass(frozen=True)
+class PolicyKind:
+    """A policy by name: how to build one per pool, and whether it reads the prompt's token ids
+    (the router then tokenizes every request, not only those near the input limit)."""
+
+    build: Callable[[RouterSettings], ReplicaPolicy]
+    needs_token_ids: bool = False
+
+
+POLICIES: dict[str, PolicyKind] = {
+    "least_inflight": PolicyKind(lambda settings: LeastInflight()),
+    "round_robin": PolicyKind(lambda settings: RoundRobin()),
+    "session_affinity": PolicyKind(lambda settings: SessionAffinity(settings.affinity_load_factor)),
+    "prefix_aware": PolicyKind(
+        lambda settings: PrefixAware(settings.prefix_cache_blocks, settings.prefix_load_slack),
+        needs_token_ids=True,
+    ),
+}
+
+
+def policy_kind(name: Policy) -> PolicyKind:
+    """The registered policy ``name``; an unknown name is an error, never a silent fallback."""
+    kind = POLICIES.get(name)
+    if kind is None:
+        raise ValueError(f"unknown routing policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    return kind
+
+
 def make_policy(name: Policy, settings: RouterSettings) -> ReplicaPolicy:
-    if name == "round_robin":
-        return RoundRobin()
-    if name == "session_affinity":
-        return SessionAffinity(settings.affinity_load_factor)
-    if name == "prefix_aware":
-        return PrefixAware(settings.prefix_cache_blocks, settings.prefix_load_slack)
-    return LeastInflight()
+    return policy_kind(name).build(settings)

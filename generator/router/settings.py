@@ -12,11 +12,36 @@ from pydantic import Field
 
 from generator.spec_base import Closed, Port
 
-__all__ = ["DataPath", "Policy", "RouterSettings"]
+__all__ = [
+    "COMPLETIONS_DEFAULT_MAX_TOKENS",
+    "GRPC_KEEPALIVE_TIME_MS",
+    "GRPC_MAX_MESSAGE_BYTES",
+    "GRPC_RECONNECT_BACKOFF_MS",
+    "DataPath",
+    "Policy",
+    "RouterSettings",
+]
 
 Policy = Literal["least_inflight", "round_robin", "session_affinity", "prefix_aware"]
 DataPath = Literal["engine", "bls", "ensemble"]
 Seconds = Annotated[float, Field(gt=0)]
+
+# Fixed values the router uses that are not spec fields: every field of RouterSettings is copied
+# into routes.yaml, so a new field would change every rendered file. Named here, next to the
+# settings, so no runtime module carries a bare literal.
+
+# OpenAI's /v1/completions answers at most 16 tokens when max_tokens is absent (chat has no such
+# default: the model's limit applies), https://platform.openai.com/docs/api-reference/completions/create
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+# gRPC channel to Triton: messages up to 64 MiB each way (gRPC's default receive limit is 4 MiB,
+# too small for long prompts' tensors); a keepalive ping every 30 s keeps an idle stream's
+# connection known to be alive through NAT and load balancers
+# (https://github.com/grpc/grpc/blob/master/doc/keepalive.md).
+GRPC_MAX_MESSAGE_BYTES = 64 << 20
+GRPC_KEEPALIVE_TIME_MS = 30_000
+# Reconnect back-off (initial, max): fail fast when a replica is gone instead of waiting out gRPC's
+# default back-off (1 s growing to 120 s), https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md
+GRPC_RECONNECT_BACKOFF_MS = (200, 1000)
 
 
 class RouterSettings(Closed):
@@ -61,7 +86,9 @@ class RouterSettings(Closed):
         default=256, description="Requests waiting for a slot before 429"
     )
     queue_timeout_s: Seconds = Field(default=5.0, description="Longest wait for a slot before 503")
-    retry_after_s: Annotated[int, Field(ge=1)] = 1
+    retry_after_s: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Retry-After (seconds) of every 429/503 the router answers itself"
+    )
     # Deadlines.
     connect_timeout_s: Seconds = 2.0
     first_token_timeout_s: Seconds = Field(

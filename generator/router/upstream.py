@@ -33,6 +33,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from generator.router.config import Endpoint
 from generator.router.http1 import Http1Client, Http1Error
+from generator.router.settings import (
+    GRPC_KEEPALIVE_TIME_MS,
+    GRPC_MAX_MESSAGE_BYTES,
+    GRPC_RECONNECT_BACKOFF_MS,
+)
 
 __all__ = [
     "INPUT_ROWS",
@@ -70,7 +75,8 @@ INPUT_TYPES: dict[str, str] = {
     "return_num_input_tokens": "BOOL",
     "return_num_output_tokens": "BOOL",
     "context_phase_params": "UINT8",
-    # The LLM-API model (render/llmapi.py LLMAPI_INPUTS; reference/triton-trtllm-backend.md §1.4).
+    # The LLM-API model (render/llmapi.py LLMAPI_INPUTS; upstream
+    # https://github.com/NVIDIA/TensorRT-LLM/tree/main/triton_backend/all_models/llmapi).
     "streaming": "BOOL",
     "sampling_param_max_tokens": "INT32",
     "sampling_param_temperature": "FP32",
@@ -238,7 +244,7 @@ def _deserialize_bytes(raw: bytes) -> list[bytes]:
 class GrpcUpstream:
     """gRPC ``ModelStreamInfer``, one stream per request, cancelled when the caller stops reading."""
 
-    def __init__(self, connect_timeout: float, message_bytes: int = 64 << 20) -> None:
+    def __init__(self, connect_timeout: float, message_bytes: int = GRPC_MAX_MESSAGE_BYTES) -> None:
         self._connect_timeout = connect_timeout
         self._message_bytes = message_bytes
         self._channels: dict[tuple[str, int], tuple[grpc.aio.Channel, Any]] = {}
@@ -253,10 +259,9 @@ class GrpcUpstream:
                 options=[
                     ("grpc.max_send_message_length", self._message_bytes),
                     ("grpc.max_receive_message_length", self._message_bytes),
-                    ("grpc.keepalive_time_ms", 30_000),
-                    # Fail fast when a replica is gone instead of waiting for reconnect back-off.
-                    ("grpc.initial_reconnect_backoff_ms", 200),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
+                    ("grpc.keepalive_time_ms", GRPC_KEEPALIVE_TIME_MS),
+                    ("grpc.initial_reconnect_backoff_ms", GRPC_RECONNECT_BACKOFF_MS[0]),
+                    ("grpc.max_reconnect_backoff_ms", GRPC_RECONNECT_BACKOFF_MS[1]),
                 ],
             )
             self._channels[key] = (channel, service_pb2_grpc.GRPCInferenceServiceStub(channel))
