@@ -32,6 +32,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from generator.contract import REFERENCE_CONTRACT_FILE, reference_engine_contract
+
 ROOT = Path(__file__).resolve().parents[1]
 ENGINE_DIR = ROOT / "templates" / "model_repo" / "reference_engine"
 SERVER_START_TIMEOUT_S = 120.0
@@ -54,7 +56,10 @@ output [
   {{ name: "sequence_length" data_type: TYPE_INT32 dims: [ -1 ] }}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+parameters: {{ key: "gpt_model_type" value: {{ string_value: "inflight_fused_batching" }} }}
 parameters: {{ key: "tokenizer_dir" value: {{ string_value: "{tokenizer}" }} }}
+parameters: {{ key: "guided_decoding_backend" value: {{ string_value: "" }} }}
+parameters: {{ key: "xgrammar_tokenizer_info_path" value: {{ string_value: "" }} }}
 parameters: {{ key: "reference_kv_blocks" value: {{ string_value: "65536" }} }}
 parameters: {{ key: "cancellation_check_period_ms" value: {{ string_value: "100" }} }}
 parameters: {{ key: "stats_check_period_ms" value: {{ string_value: "100" }} }}
@@ -216,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         for source in ENGINE_DIR.glob("*.py"):
             shutil.copy2(source, version / source.name)
         (repo / "bench_engine" / "config.pbtxt").write_text(CONFIG.format(tokenizer=tokenizer))
+        # What the renderer writes beside every reference engine: the backend contract it obeys.
+        (version / REFERENCE_CONTRACT_FILE).write_bytes(reference_engine_contract("1.x"))
         print("server (tritonserver, decoupled, one gRPC response per token, greedy):")
         with _server(repo, Path(tmp) / "server.log") as grpc_url:
             bench_server(grpc_url, 50, 1)  # warm-up
