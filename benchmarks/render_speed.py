@@ -2,7 +2,7 @@
 
     python benchmarks/render_speed.py [--models 100] [--repeat 5]
 
-Builds a spec with N engine-backed models spread over aggregated pools and prefill/decode pairs,
+Builds a spec with N models spread over aggregated engine pools and LLM-API prefill/decode pairs,
 then times parse, render, and validate separately (best of --repeat runs, time.perf_counter).
 """
 
@@ -22,23 +22,31 @@ from generator.validate import validate_repositories
 
 
 def make_spec(models: int) -> dict:
+    """Every third group of ten models is a prefill/decode pair; those go through the LLM-API path,
+    the one where separate prefill and decode servers can move KV on 26.07 (the engine backend's
+    transceiver is MPI-only), the others are engines in aggregated pools."""
     names = [f"model-{i:03d}" for i in range(models)]
-    pools = []
+    pools, disaggregated = [], set()
     for start in range(0, models, 10):
         group = names[start : start + 10]
         if (start // 10) % 3 == 2:
             pools.append({"name": f"pre-{start}", "role": "prefill", "models": group, "partner": f"dec-{start}"})
             pools.append({"name": f"dec-{start}", "role": "decode", "models": group, "partner": f"pre-{start}"})
+            disaggregated.update(group)
         else:
             pools.append({"name": f"agg-{start}", "models": group, "replicas": 2})
+
+    def model(name: str) -> dict:
+        common = {"name": name, "tokenizer_dir": f"/tokenizers/{name}", "max_batch_size": 64}
+        if name in disaggregated:
+            return {**common, "llm_api": True, "checkpoint_dir": f"/checkpoints/{name}"}
+        return {**common, "engine_dir": f"/engines/{name}"}
+
     return {
         "apiVersion": "tritonstack/v1",
         "name": "bench",
         "target": {"triton": "26.07", "gpu": "b200"},
-        "models": [
-            {"name": n, "engine_dir": f"/engines/{n}", "tokenizer_dir": f"/tokenizers/{n}", "max_batch_size": 64}
-            for n in names
-        ],
+        "models": [model(n) for n in names],
         "pools": pools,
     }
 
