@@ -24,7 +24,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generator.router.command import bind_socket
+from generator.commands.router import bind_socket
 from generator.router.http1 import Http1Client
 from generator.router.server import HttpServer
 

@@ -109,7 +109,7 @@ def start_router(routes: Path, overrides: dict[str, Any], workdir: Path) -> tupl
     config.write_text(yaml.safe_dump(document, sort_keys=False))
     log = (workdir / "router.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "generator.router.command", "--config", str(config), "--port", "0"],
+        [sys.executable, "-m", "generator.cli", "router", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

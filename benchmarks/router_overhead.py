@@ -328,7 +328,7 @@ UVICORN_ROUTER = """
 import sys
 import uvicorn
 from generator.router.app import RouterApp
-from generator.router.command import make_upstream
+from generator.commands.router import make_upstream
 from pathlib import Path
 from generator.router.config import load_routes
 routes = load_routes(Path(sys.argv[1]))
@@ -362,7 +362,7 @@ def start_uvicorn_router(routes: Path) -> tuple[subprocess.Popen[str], str]:
 def start_router(routes: Path, upstream: str) -> tuple[subprocess.Popen[str], str]:
     config = router_config(routes, upstream)
     process = subprocess.Popen(
-        [sys.executable, "-m", "generator.router.command", "--config", str(config), "--port", "0"],
+        [sys.executable, "-m", "generator.cli", "router", "--config", str(config), "--port", "0"],
         cwd=ROOT,  # the checkout this script is in, wherever it was started from
         stdout=subprocess.PIPE,
         text=True,

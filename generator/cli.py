@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("generator.commands.lint", "find problems Triton would only show at load time (ids, severities, fixes)"),
     "recipes": ("generator.commands.recipes", "write per-model engine build scripts (quantize + trtllm-build, or ModelOpt for the LLM-API target)"),
     "advise": ("generator.commands.advise", "search GPU x precision x TP x batch x (dis)aggregation for a workload and SLA; rank by $/M tokens"),
-    "router": ("generator.router.command", "serve the OpenAI-compatible router over the stack's Triton pools"),
+    "router": ("generator.commands.router", "serve the OpenAI-compatible router over the stack's Triton pools"),
     "exporter": ("generator.commands.exporter", "serve Prometheus metrics (tokens, KV cache, resident memory per model) for a rendered stack"),
     "bench": ("generator.commands.bench", "benchmark OpenAI-compatible stacks side by side: TTFT, decode tokens/s, concurrency sweeps"),
     "schema": ("generator.commands.schema", "print the JSON Schema of stack.yaml (e.g. > stack.schema.json)"),

@@ -55,7 +55,7 @@ def profiles_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [port] = free_ports(1)
         log = (base / "router.log").open("wb")
         router = subprocess.Popen(
-            [sys.executable, "-m", "generator.router.command", "--config", str(routes),
+            [sys.executable, "-m", "generator.cli", "router", "--config", str(routes),
              "--host", "127.0.0.1", "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )

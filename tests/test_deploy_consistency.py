@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from generator.commands import exporter as exporter_command
+from generator.commands import router as router_command
 from generator.errors import RenderError
 from generator.exporter.config import parse_config
 from generator.render.deploy import render_deploy
 from generator.render.monitoring import render_monitoring
 from generator.render.routes import render_routes
-from generator.router import command as router_command
 from generator.router.config import parse_routes
 from tests.deploy_fixtures import OPTIONS, SPECS, deploy_files, render_all, stack_of
 

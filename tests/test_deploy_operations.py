@@ -9,9 +9,9 @@ import argparse
 import pytest
 import yaml
 
+from generator.commands import router as router_command
 from generator.render.deploy_gateway import ENGINE_LABEL, ENGINE_TYPE, SIDECAR
 from generator.resources import MONITORING_ROOT
-from generator.router import command as router_command
 from generator.router.config import parse_routes
 from tests.deploy_fixtures import deploy_files, stack_of
 

@@ -88,7 +88,7 @@ def observed(running_quickstart: RunningStack, tmp_path_factory: pytest.TempPath
     try:
         processes.append(
             start_process(
-                [sys.executable, "-m", "generator.router.command", "--config", str(routes),
+                [sys.executable, "-m", "generator.cli", "router", "--config", str(routes),
                  "--host", "127.0.0.1", "--port", str(router_port)],
                 work / "router.log",
             )

@@ -22,8 +22,8 @@ import openai
 import pytest
 import yaml
 
+from generator.commands.router import log_formatter
 from generator.router.app import ARRIVAL_NS_KEY, RouterApp
-from generator.router.command import log_formatter
 from generator.router.config import Endpoint, parse_routes
 from generator.router.upstream import GenerateCall, Response, UpstreamError
 from tests.test_router_support import (

@@ -22,8 +22,8 @@ import pytest
 import uvicorn
 import yaml
 
+from generator.commands.router import bind_socket
 from generator.router.app import RouterApp
-from generator.router.command import bind_socket
 from generator.router.config import parse_routes
 from generator.router.server import ClientLimits, HttpServer
 from generator.router.settings import RouterSettings

@@ -313,7 +313,8 @@ def start_router(
     command = [
         sys.executable,
         "-m",
-        "generator.router.command",
+        "generator.cli",
+        "router",
         "--config",
         str(config),
         "--port",

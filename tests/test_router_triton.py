@@ -2,7 +2,7 @@
 
 Three servers: two replicas of an aggregated pool (``agg`` and the slow ``slow``) and one server
 holding a prefill and a decode model (``pd``, disaggregated). The router runs as a real process
-(``python -m generator.router.command``) with API keys; the policy tests build the ASGI app
+(``python -m generator.cli router``) with API keys; the policy tests build the ASGI app
 in-process over the same servers. Tests run in file order; the last ones kill a replica and drain
 the router.
 """

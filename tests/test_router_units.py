@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from generator import cli
 from generator.errors import RuntimeSetupError
 from generator.render.options import RenderOptions
 from generator.render.routes import ROUTES_PATH, local_routes, render_routes
@@ -561,3 +563,20 @@ def test_ejection_never_takes_more_than_max_ejection_percent_of_a_pool_out(
     pool = asyncio.run(scenario())
     assert sum(r.ejected for r in pool) == most_out
     assert sum(r.available for r in pool) == size - most_out
+
+
+def test_router_command_reports_a_busy_port_and_a_missing_config_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes = tmp_path / ROUTES_PATH
+    routes.parent.mkdir(parents=True)
+    stack = load_spec(REPO / "examples" / "quickstart.yaml")
+    routes.write_bytes(render_routes(stack, RenderOptions(REPO / "examples", tmp_path))[ROUTES_PATH])
+    with socket.socket() as busy:  # bound without SO_REUSEPORT: the router cannot share it
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["router", "--config", str(routes), "--host", "127.0.0.1", "--port", str(port)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert cli.main(["router", "--config", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml" in capsys.readouterr().err

@@ -5,6 +5,6 @@ check with ``auth`` and ``tokens``) → ``dispatch`` (``admission`` + ``policies
 current by ``replicas``; retries before the first byte) or ``disagg`` (prefill → decode) →
 ``upstream`` (Triton HTTP or gRPC) → SSE/JSON back, observed by ``metrics``. On the default
 engine-direct path (``engine``) the router sends the engine model token ids and turns the ids it
-gets back into text itself; the BLS and ensemble paths send text. ``command`` runs it
-(``tritonstack router``); ``settings`` is the spec's ``router:`` section.
+gets back into text itself; the BLS and ensemble paths send text. ``server`` serves it
+(``tritonstack router``, ``generator/commands/router.py``); ``settings`` is the spec's ``router:`` section.
 """

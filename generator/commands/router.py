@@ -34,15 +34,13 @@ from typing import Any
 
 import orjson
 
-from generator.errors import TritonstackError
+from generator.errors import RuntimeSetupError, TritonstackError
 from generator.router.app import RouterApp
 from generator.router.config import Routes, load_routes
 from generator.router.server import ClientLimits, HttpServer
 from generator.router.upstream import GrpcUpstream, HttpUpstream, Upstream
 
-__all__ = ["HELP", "bind_socket", "configure", "log_formatter", "main", "make_upstream", "run"]
-
-HELP = "serve the OpenAI-compatible router over the stack's Triton pools"
+__all__ = ["bind_socket", "configure", "log_formatter", "make_upstream", "run"]
 
 log = logging.getLogger("tritonstack.router")
 
@@ -204,32 +202,19 @@ def _worker(
 
 
 def run(args: argparse.Namespace) -> int:
+    routes = load_routes(args.config)
+    settings = routes.router
+    host = args.host or settings.bind
+    port = settings.port if args.port is None else args.port
+    workers = args.workers or settings.workers
     try:
-        routes = load_routes(args.config)
-        settings = routes.router
-        host = args.host or settings.bind
-        port = settings.port if args.port is None else args.port
-        workers = args.workers or settings.workers
         sock = bind_socket(host, port)
-    except TritonstackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except OSError as exc:
-        print(
-            f"error: cannot listen on {args.host or routes.router.bind}:{port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
+        raise RuntimeSetupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     if workers == 1:
-        try:
-            host, port = sock.getsockname()[:2]
-            announce = f"tritonstack router: http://{host}:{port}"
-            return _serve(
-                args.config, sock, args.log_level, lambda: print(announce, flush=True), None, args.log_format
-            )
-        except TritonstackError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        host, port = sock.getsockname()[:2]
+        announce = f"tritonstack router: http://{host}:{port}"
+        return _serve(args.config, sock, args.log_level, lambda: print(announce, flush=True), None, args.log_format)
     return _run_workers(args.config, sock, workers, args.log_level, args.log_format)
 
 
@@ -297,13 +282,3 @@ def _supervise(
                 )
             status = status or child.exitcode
     return 0 if status == 0 else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tritonstack router", description=HELP)
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
