@@ -7,6 +7,9 @@ exporter and launcher import these names rather than spelling them again.
 Models served through the LLM-API target (Triton after 26.07, or ``llm_api: true``) are one Triton
 model, ``<model>_llmapi``, instead of the engine set; :func:`pool_triton_models` is the one answer
 to "which Triton models does this pool load", for the launcher and the deployment manifests alike.
+
+Service names are here too: each pool's headless Service and the cluster DNS names of Services,
+which the manifests create and the router, exporter and Prometheus address.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from generator.render.llmapi import llmapi_model_name, uses_llm_api
 if TYPE_CHECKING:
     from generator.spec import Pool, Stack
 
-__all__ = ["TritonNames", "triton_names", "model_triton_models", "pool_triton_models", "spec_model_of"]
+__all__ = [
+    "TritonNames",
+    "headless_dns",
+    "headless_service",
+    "model_triton_models",
+    "pool_triton_models",
+    "service_dns",
+    "spec_model_of",
+    "triton_names",
+]
 
 Role = Literal["aggregated", "prefill", "decode"]
 
@@ -76,3 +88,16 @@ def pool_triton_models(stack: Stack, pool: Pool) -> list[str]:
 def spec_model_of(triton_model: str) -> str:
     """``tiny-chat_tensorrt_llm`` → ``tiny-chat``."""
     return triton_model.split("_", 1)[0]
+
+
+def headless_service(pool: str) -> str:
+    """The Service whose DNS name resolves to every replica of a pool (router and exporter discovery)."""
+    return f"{pool}-headless"
+
+
+def service_dns(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+def headless_dns(pool: str, namespace: str) -> str:
+    return service_dns(headless_service(pool), namespace)

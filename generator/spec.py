@@ -226,9 +226,22 @@ class Pool(Closed):
     )
 
     def gpus_of(self, model: Model) -> list[int] | None:
+        """The GPUs the spec pins for ``model`` in this pool (one per rank), or None when unpinned."""
         if self.gpu_ids is not None and model.name in self.gpu_ids:
             return self.gpu_ids[model.name]
         return model.gpu_ids
+
+    def rank_gpus(self, model: Model) -> list[int]:
+        """GPU indices (within one replica) of every rank of ``model``, one per rank as
+        gpu_device_ids says: the pinned ones, else 0..world_size-1 (the tensorrtllm backend's
+        default). With in-server disaggregation the replica holds two engine copies: the context
+        copy's GPUs, then the generation copy's (the next world_size GPUs), each with the whole model.
+        The plan, the model repository and the manifests all place ranks by this."""
+        world = model.world_size
+        gpus = list(self.gpus_of(model) or range(world))
+        if self.in_server_disaggregation:
+            gpus += [gpu + world for gpu in gpus]
+        return gpus
 
 
 class Stack(Closed):

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["Closed", "ModelName", "PoolName", "PathText", "PositiveInt", "Port"]
+__all__ = [
+    "TRITON_PORTS",
+    "Closed",
+    "ModelName",
+    "PathText",
+    "PoolName",
+    "PositiveInt",
+    "Port",
+    "TritonPortNumbers",
+]
 
 # Model names become directory names and the prefix of Triton model names ("<model>_ensemble"),
 # so "_" is kept out of them: the first "_" of a Triton model name always ends the spec model name.
@@ -18,6 +27,17 @@ RESERVED_MODEL_NAMES = frozenset(
     {"ensemble", "preprocessing", "postprocessing", "tensorrt_llm", "bls", "router", "exporter"}
 )
 RESERVED_POOL_NAMES = frozenset({"router", "exporter", "prometheus", "grafana", "monitoring"})
+
+
+class TritonPortNumbers(NamedTuple):
+    http: int
+    grpc: int
+    metrics: int
+
+
+# tritonserver's own defaults (--http-port, --grpc-port, --metrics-port); the spec's
+# deploy.triton_ports, the router's and the exporter's DNS endpoints default to them.
+TRITON_PORTS = TritonPortNumbers(http=8000, grpc=8001, metrics=8002)
 
 
 class Closed(BaseModel):

@@ -223,14 +223,8 @@ def test_pool_command_loads_every_model_of_the_pool_with_restricted_apis() -> No
     assert "nvidia.com/gpu" not in cpu_pool["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
-def test_routes_that_disagree_with_the_manifests_stop_the_render() -> None:
+def test_deploy_without_the_routes_stage_stops_the_render() -> None:
     stack = stack_of("two-pool")
-    moved = stack.model_copy(update={"deploy": stack.deploy.model_copy(update={"triton_ports": stack.deploy.triton_ports.model_copy(update={"http": 8080})})})
-    # routes.yaml follows deploy.triton_ports; one rendered for other ports (a stale or hand-edited
-    # file) must stop the render.
-    siblings = {**render_routes(stack, OPTIONS), **render_monitoring(moved)}
-    with pytest.raises(RenderError, match=r"dns.http is 8000, the manifests use 8080"):
-        render_deploy(moved, siblings, OPTIONS)
     with pytest.raises(RenderError, match="router/routes.yaml"):
         render_deploy(stack, {"monitoring/exporter.yaml": b""}, OPTIONS)
 

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from generator.config_file import parse_config_text, read_config_text
 from generator.exporter.settings import ExporterSettings
-from generator.spec_base import Closed, ModelName, Port
+from generator.spec_base import TRITON_PORTS, Closed, ModelName, Port
 
 __all__ = [
     "EXPORTER_API_VERSION",
@@ -44,7 +44,7 @@ class DnsReplicas(Closed):
     """A name resolved at every scrape; each address is one replica (labelled by its address)."""
 
     name: str
-    metrics: Port = 8002
+    metrics: Port = TRITON_PORTS.metrics
 
 
 class PoolTargets(Closed):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from generator.plan.catalogs import Catalogs, Gpu, load_catalogs, version_key
-from generator.plan.plan import StackPlan, rank_gpus, size_stack
+from generator.plan.plan import StackPlan, size_stack
 from generator.plan.sources import (
     ResolvedFacts,
     effective_kv_dtype,
@@ -330,7 +330,7 @@ def lint_kv_fractions(ctx: _Context) -> list[Finding]:
             fraction = model.kv_cache.free_gpu_mem_fraction
             if fraction is None or model.reference_engine is not None:
                 continue
-            for index in rank_gpus(pool, model):
+            for index in pool.rank_gpus(model):
                 totals[(pool.name, index)].append((name, fraction))
     out = []
     for (pool, index), parts in sorted(totals.items()):

@@ -43,7 +43,6 @@ from generator.plan.sources import (
 
 __all__ = [
     "ModelPlan", "GpuPlan", "ServerPlan", "StackPlan", "plan_stack", "size_stack", "check_fits", "kv_token_budgets",
-    "rank_gpus",
 ]
 
 REFERENCE_ENGINE = "reference engine (CPU, python backend; not TensorRT-LLM)"
@@ -171,24 +170,6 @@ class _Sizing:
     facts: ModelFacts
     weight_detail: WeightBytes
     latency: LatencyModel | None
-
-
-def rank_gpus(pool: Any, model: Any) -> list[int]:
-    """GPU indices (within one pool replica) of a model's TP×PP ranks, as gpu_device_ids renders them.
-
-    With in-server disaggregation the replica holds two engine copies: the context copy's GPUs, then
-    the generation copy's (the next TP×PP GPUs), each with the whole model split over its ranks."""
-    world = model.tensor_parallel * model.pipeline_parallel
-    per_pool = getattr(pool, "gpu_ids", None)  # pool-level override, if the spec has one
-    if isinstance(per_pool, dict) and model.name in per_pool:
-        gpus = list(per_pool[model.name])
-    elif model.gpu_ids is not None:
-        gpus = list(model.gpu_ids)
-    else:
-        gpus = list(range(world))
-    if getattr(pool, "in_server_disaggregation", False):
-        gpus += [gpu + world for gpu in gpus]
-    return gpus
 
 
 def _gib(value: float) -> str:
@@ -387,7 +368,7 @@ def _place(
             if name not in sizing:
                 continue
             model = stack.model(name)
-            indices = rank_gpus(pool, model)
+            indices = pool.rank_gpus(model)
             if len(indices) > stack.target.gpus_per_node or max(indices) >= stack.target.gpus_per_node:
                 problems.append(
                     f"model {name} in pool {pool.name}: its ranks use GPUs {indices} but a node has "
@@ -507,7 +488,7 @@ def _deployment(stack: Any, name: str) -> tuple[int, int]:
     for pool in stack.pools:
         if name not in pool.models:
             continue
-        gpus += pool.replicas * len(set().union(*(rank_gpus(pool, stack.model(m)) for m in pool.models)))
+        gpus += pool.replicas * len(set().union(*(pool.rank_gpus(stack.model(m)) for m in pool.models)))
         if pool.role in ("aggregated", "decode"):
             serving += pool.replicas
     return gpus, serving

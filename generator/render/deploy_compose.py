@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from generator.naming import headless_dns, service_dns
 from generator.render.deploy_k8s import EXPORTER_HEALTH_PATH, ROUTER_READY_PATH, exporter_args, router_args
 from generator.render.deploy_paths import ArtifactPath
 from generator.render.deploy_render import COMPOSE_TEMPLATES, render_yaml
@@ -25,9 +26,7 @@ from generator.render.deploy_topology import (
     ROUTER_NAME,
     PoolTopology,
     Topology,
-    headless_dns,
     server_command,
-    service_dns,
 )
 
 __all__ = ["COMPOSE_ROOT", "render_compose", "compose_service_names", "admin_key_variable"]

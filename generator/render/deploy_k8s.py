@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from generator.errors import RenderError
+from generator.naming import headless_service
 from generator.render.deploy_gateway import (
     ENGINE_LABEL,
     ENGINE_TYPE,
@@ -50,7 +51,6 @@ from generator.render.deploy_topology import (
     ROUTER_NAME,
     PoolTopology,
     Topology,
-    headless_service,
 )
 from generator.spec import Stack
 

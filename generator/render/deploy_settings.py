@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from generator.spec_base import Closed, PoolName, Port, PositiveInt
+from generator.spec_base import TRITON_PORTS, Closed, PoolName, Port, PositiveInt
 
 __all__ = [
     "Autoscaling",
@@ -207,9 +207,9 @@ class RouterDeploy(Closed):
 
 
 class TritonPorts(Closed):
-    http: Port = 8000
-    grpc: Port = 8001
-    metrics: Port = 8002
+    http: Port = TRITON_PORTS.http
+    grpc: Port = TRITON_PORTS.grpc
+    metrics: Port = TRITON_PORTS.metrics
 
     @model_validator(mode="after")
     def _distinct(self) -> TritonPorts:

@@ -27,9 +27,6 @@ __all__ = [
     "PoolTopology",
     "Topology",
     "topology",
-    "headless_service",
-    "headless_dns",
-    "service_dns",
     "image_with_registry",
 ]
 
@@ -43,19 +40,6 @@ EXPORTER_CONFIG_FILE = "exporter.yaml"
 # The restricted Triton APIs: only callers presenting the admin header reach them. Health, metadata
 # and inference stay open to the router; the exporter reads /metrics, a separate port.
 RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "logging", "trace", "statistics")
-
-
-def headless_service(pool: str) -> str:
-    """The Service whose DNS name resolves to every replica of a pool (router and exporter discovery)."""
-    return f"{pool}-headless"
-
-
-def headless_dns(pool: str, namespace: str) -> str:
-    return f"{headless_service(pool)}.{namespace}.svc.cluster.local"
-
-
-def service_dns(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}.svc.cluster.local"
 
 
 def image_with_registry(image: str, registry: str | None) -> str:
@@ -170,18 +154,13 @@ def _pool_topology(stack: Stack, pool: Pool) -> PoolTopology:
             llm_models.append((triton_names(model.name, pool.role).llm, model.world_size))
     # Models that run on GPUs: engines, and checkpoints served through the LLM-API model.
     engine_models = [m for m in models if m.engine_dir is not None or uses_llm_api(stack, m)]
-    # Explicit gpu_ids are node GPU ids (what a single node and compose see); models without them use
-    # GPUs 0..world_size-1, as the tensorrtllm backend does. A Kubernetes pod sees its GPUs
-    # renumbered from 0, so it requests as many GPUs as the pool's models use together. With
-    # in-server disaggregation each model has two engine copies, the generation copy on the next
-    # world_size GPUs (as the model repository renders gpu_device_ids).
-    copies = 2 if pool.in_server_disaggregation else 1
-    explicit = sorted(
-        {g + copy * m.world_size for m in engine_models for g in (pool.gpus_of(m) or []) for copy in range(copies)}
-    )
-    implicit = max((copies * m.world_size for m in engine_models if pool.gpus_of(m) is None), default=0)
-    node_gpu_ids = tuple(sorted(set(explicit) | set(range(implicit)))) if explicit else ()
-    gpus = len(node_gpu_ids) if explicit else implicit
+    # Explicit gpu_ids are node GPU ids (what a single node and compose see). A Kubernetes pod sees
+    # its GPUs renumbered from 0, so it requests as many GPUs as the pool's models use together
+    # (Pool.rank_gpus: every rank's GPU, both copies with in-server disaggregation).
+    used = sorted(set().union(*(pool.rank_gpus(m) for m in engine_models)))
+    pinned = any(pool.gpus_of(m) is not None for m in engine_models)
+    node_gpu_ids = tuple(used) if pinned else ()
+    gpus = len(used)
     orchestrator = orchestrator_world_size(stack, pool) > 1
     orchestrator_models: list[str] = []
     if orchestrator:

@@ -58,12 +58,12 @@ def in_server_layout(stack: Stack, pool: Pool) -> dict[str, PhaseRanks]:
     next_rank = 1
     for model in _split_models(stack, pool):
         world = model.world_size
-        context_gpus = tuple(pool.gpus_of(model) or range(world))
+        gpus = pool.rank_gpus(model)  # the context copy's GPUs, then the generation copy's
         layout[model.name] = PhaseRanks(
             context_ids=tuple(range(next_rank, next_rank + world)),
             generation_ids=tuple(range(next_rank + world, next_rank + 2 * world)),
-            context_gpus=context_gpus,
-            generation_gpus=tuple(gpu + world for gpu in context_gpus),
+            context_gpus=tuple(gpus[:world]),
+            generation_gpus=tuple(gpus[world:]),
         )
         next_rank += 2 * world
     return layout

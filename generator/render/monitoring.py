@@ -28,7 +28,8 @@ import yaml
 from generator import yamlio
 from generator.errors import RenderError
 from generator.exporter.config import EXPORTER_API_VERSION
-from generator.render.deploy_topology import EXPORTER_NAME, ROUTER_NAME, headless_dns
+from generator.naming import headless_dns, service_dns
+from generator.render.deploy_topology import EXPORTER_NAME, ROUTER_NAME
 from generator.resources import MONITORING_ROOT
 from generator.spec import Stack
 
@@ -160,10 +161,10 @@ def _kubernetes_prometheus_config(stack: Stack) -> bytes:
             }
         )
     scrape_configs.append(
-        _static_job("tritonstack-router", f"{ROUTER_NAME}.{namespace}.svc.cluster.local:{stack.router.port}")
+        _static_job("tritonstack-router", f"{service_dns(ROUTER_NAME, namespace)}:{stack.router.port}")
     )
     scrape_configs.append(
-        _static_job("tritonstack-exporter", f"{EXPORTER_NAME}.{namespace}.svc.cluster.local:{stack.exporter.port}")
+        _static_job("tritonstack-exporter", f"{service_dns(EXPORTER_NAME, namespace)}:{stack.exporter.port}")
     )
     document = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "external_labels": {"stack": stack.name}},

@@ -3,7 +3,7 @@
 Two flavours of the same document (see ``generator/router/config.py`` for its schema):
 
 * :func:`render_routes` — for deployment: each pool's replicas are found through its Kubernetes
-  headless Service, ``<pool>-headless.<namespace>.svc.cluster.local``, ports 8000/8001/8002;
+  headless Service, ``<pool>-headless.<namespace>.svc.cluster.local``, ports ``deploy.triton_ports``;
 * :func:`local_routes` — for the local launcher, with the static endpoints it started.
 
 Per model it records how it is served (by default the engine models themselves, spoken to with
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from generator import yamlio
-from generator.naming import triton_names
+from generator.naming import headless_dns, triton_names
 from generator.render.llmapi import llmapi_model_name, uses_llm_api
 from generator.render.options import RenderOptions
 from generator.router.config import ROUTES_API_VERSION, parse_routes
@@ -117,7 +117,7 @@ def _bls(model: str, role: Literal["aggregated", "decode"]) -> str:
 
 
 def _pool_dns(stack: Stack, pool: Pool) -> dict[str, Any]:
-    name = f"{pool.name}-headless.{stack.deploy.namespace}.svc.cluster.local"
+    name = headless_dns(pool.name, stack.deploy.namespace)
     ports = stack.deploy.triton_ports
     return {
         "role": pool.role,

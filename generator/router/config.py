@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from generator.config_file import parse_config_text, read_config_text
 from generator.router.settings import RouterSettings
-from generator.spec_base import Closed, Port, PositiveInt
+from generator.spec_base import TRITON_PORTS, Closed, Port, PositiveInt
 
 __all__ = [
     "ROUTES_API_VERSION",
@@ -51,9 +51,9 @@ class DnsEndpoints(Closed):
     """A name that resolves to every replica (every address gets the same ports)."""
 
     name: str
-    http: Port = 8000
-    grpc: Port = 8001
-    metrics: Port = 8002
+    http: Port = TRITON_PORTS.http
+    grpc: Port = TRITON_PORTS.grpc
+    metrics: Port = TRITON_PORTS.metrics
 
 
 class PoolRoute(Closed):
