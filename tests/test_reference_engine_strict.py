@@ -40,18 +40,7 @@ from reference_scheduler import BatcherSettings, EngineRequest, InflightBatcher 
 
 PROMPT = [40, 41, 42, 43, 44]
 CONTRACT = parse_backend_contract(backend_contract())
-PERF = {
-    "kv_cache_alloc_new_blocks",
-    "kv_cache_reused_blocks",
-    "kv_cache_alloc_total_blocks",
-    "arrival_time_ns",
-    "first_scheduled_time_ns",
-    "first_token_time_ns",
-    "last_token_time_ns",
-    "acceptance_rate",
-    "total_accepted_draft_tokens",
-    "total_draft_tokens",
-}
+PERF = set(FLAGGED_OUTPUTS["return_perf_metrics"])
 
 
 def _model_config(**parameters: str) -> dict:
