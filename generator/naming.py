@@ -15,17 +15,15 @@ which the manifests create and the router, exporter and Prometheus address.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from generator.render.llmapi import llmapi_model_name, uses_llm_api
-
-if TYPE_CHECKING:
-    from generator.spec import Pool, Stack
+from generator.spec import Pool, Stack, uses_llm_api
 
 __all__ = [
     "TritonNames",
     "headless_dns",
     "headless_service",
+    "llmapi_model_name",
     "model_triton_models",
     "pool_triton_models",
     "service_dns",
@@ -71,6 +69,11 @@ def triton_names(model: str, role: Role, *, in_server_disaggregation: bool = Fal
         context=f"{model}_context" if split else None,
         generation=f"{model}_generation" if split else None,
     )
+
+
+def llmapi_model_name(model_name: str) -> str:
+    """The one Triton model that serves a spec model through the LLM-API target."""
+    return f"{model_name}_llmapi"
 
 
 def model_triton_models(stack: Stack, pool: Pool, model: str) -> list[str]:

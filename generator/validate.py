@@ -23,8 +23,7 @@ from tritonclient.grpc import model_config_pb2
 from generator.contract import load_contract
 from generator.contract.check import check_against_contract, contract_kind
 from generator.errors import ValidationFailure
-from generator.render.llmapi import uses_llm_api
-from generator.spec import Stack
+from generator.spec import Stack, uses_llm_api
 
 __all__ = ["parse_configs", "validate_repositories"]
 

@@ -60,7 +60,7 @@ target: {triton: "25.12", gpu: gb200, gpus_per_node: 4}
 models:
   - name: llama-70b
     # Separately scalable prefill/decode pools: the LLM-API path (the 25.12 engine backend moves KV
-    # only inside one MPI world, see spec._kv_transfer_problems).
+    # only inside one MPI world, see spec.stack._kv_transfer_problems).
     llm_api: true
     checkpoint_dir: /artifacts/hf/llama-70b
     tokenizer_dir: /artifacts/hf/llama-70b

@@ -11,7 +11,7 @@ from generator.cli import main as cli_main
 from generator.plan.catalogs import load_catalogs
 from generator.plan.lints import LINTS, lint_stack
 from generator.spec import Stack, parse_spec
-from generator.yaml_source import parse_yaml
+from generator.spec.source import parse_yaml
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 ENGINES = MODELS / "engines"

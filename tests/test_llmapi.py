@@ -13,8 +13,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from generator.errors import RenderError
-from generator.render.llmapi import render_llmapi_models, uses_llm_api
-from generator.spec import Stack, Target, parse_spec
+from generator.render.llmapi import render_llmapi_models
+from generator.spec import Stack, Target, parse_spec, uses_llm_api
 
 GOLDEN = Path(__file__).parent / "golden" / "llmapi"
 
@@ -101,7 +101,7 @@ def test_engine_targets_render_nothing_and_disaggregated_pools_get_our_model() -
                      "- {name: pre, role: prefill, models: [llama-3.1-8b]}\n"
                      "- {name: dec, role: decode, models: [llama-3.1-8b]}\n- {name: chat, models: [tiny]}")
     )
-    # An engine pair is refused on 26.07 (spec._kv_transfer_problems); the LLM-API pair is ours to render.
+    # An engine pair is refused on 26.07 (spec.stack._kv_transfer_problems); the LLM-API pair is ours to render.
     disagg = parse_spec(disagg_text.replace("engine_dir: /models/engines/unused", "llm_api: true"))
     files = render_llmapi_models(disagg)
     assert "cache_transceiver_config" in files["model_repos/pre/llama-3.1-8b_llmapi/1/model.yaml"].decode()

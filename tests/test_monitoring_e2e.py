@@ -21,11 +21,11 @@ import pytest
 import yaml
 
 from generator.render.deploy import render_deploy
-from generator.render.deploy_settings import PoolAutoscaling, PoolScaling
 from generator.render.monitoring import local_exporter_config, local_prometheus_config, render_monitoring
 from generator.render.options import RenderOptions
 from generator.render.routes import local_routes, render_routes
 from generator.spec import Stack
+from generator.spec.deploy import PoolAutoscaling, PoolScaling
 from tests.conftest import EXAMPLES, RunningStack
 from tests.fixtures.metrics.observe import (
     expressions_without_data,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from generator.plan.catalogs import load_catalogs, version_key
-from generator.plan.facts import FactsError, ModelFacts, QuantFacts, hf_config_facts, read_checkpoint_dir
+from generator.plan.facts import FactsError, hf_config_facts, read_checkpoint_dir
 from generator.plan.memory import (
     active_params_per_token,
     expected_active_experts,
@@ -20,6 +20,7 @@ from generator.plan.memory import (
     weight_bytes,
     weight_bytes_per_rank,
 )
+from generator.spec import ModelFacts, QuantFacts
 
 MODELS = Path(__file__).parent / "fixtures" / "models"
 CAT = load_catalogs()

@@ -10,10 +10,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from generator.contract import load_contract
-from generator.releases import RELEASES
 from generator.render import RenderOptions, render
 from generator.render.jinja import pbtxt_str
 from generator.spec import load_spec
+from generator.spec.releases import RELEASES
 from generator.validate import validate_repositories
 
 from .conftest import EXAMPLES, REPO_ROOT

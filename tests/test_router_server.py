@@ -26,7 +26,7 @@ from generator.commands.router import bind_socket
 from generator.router.app import RouterApp
 from generator.router.config import parse_routes
 from generator.router.server import ClientLimits, HttpServer
-from generator.router.settings import RouterSettings
+from generator.spec.router import RouterSettings
 
 DEFAULTS = ClientLimits.from_settings(RouterSettings())
 

@@ -43,7 +43,6 @@ from generator.router.policies import (
 )
 from generator.router.protocol import ApiError, parse_request
 from generator.router.replicas import PoolState, Replica, ReplicaMonitor, external_load, resolve_pool
-from generator.router.settings import Policy, RouterSettings
 from generator.router.upstream import (
     GenerateCall,
     Response,
@@ -53,6 +52,7 @@ from generator.router.upstream import (
     classify_error,
 )
 from generator.spec import load_spec
+from generator.spec.router import Policy, RouterSettings
 
 REPO = Path(__file__).resolve().parent.parent
 

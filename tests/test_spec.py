@@ -139,3 +139,15 @@ def test_random_text_never_crashes(text: str) -> None:
         parse_spec(text)
     except SpecError:
         pass
+
+
+def test_spec_package_imports_nothing_downstream() -> None:
+    """Router, exporter, plan and render read their settings from the spec, never the reverse: the
+    spec package alone pulls in no module of the project but ``generator.errors``."""
+    code = "import sys, generator.spec; print('\\n'.join(sorted(m for m in sys.modules if m.startswith('generator'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    outside = [
+        name for name in loaded
+        if name not in {"generator", "generator.errors", "generator.spec"} and not name.startswith("generator.spec.")
+    ]
+    assert "generator.spec.stack" in loaded and outside == []

@@ -4,5 +4,5 @@ Data flow: ``config`` (exporter.yaml) → ``collector`` (fetches targets in para
 ``fetch`` within its own deadline and size cap; ``triton_metrics`` parses them, ``processes`` and
 ``gpu_memory`` read memory) → ``server`` (WSGI /metrics with the
 scrape-timeout budget) → ``generator.commands.exporter`` (``tritonstack exporter``). ``catalogue`` lists every series.
-``settings`` is the spec's ``exporter:`` section and is imported by generator.spec.
+Its settings are the spec's ``exporter:`` section, ``generator/spec/exporter.py``.
 """

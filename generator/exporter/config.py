@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from generator.config_file import parse_config_text, read_config_text
-from generator.exporter.settings import ExporterSettings
-from generator.spec_base import TRITON_PORTS, Closed, ModelName, Port
+from generator.spec.base import TRITON_PORTS, Closed, ModelName, Port
+from generator.spec.exporter import ExporterSettings
 
 __all__ = [
     "EXPORTER_API_VERSION",

@@ -26,7 +26,6 @@ from typing import Any
 
 from generator.errors import TritonstackError
 from generator.plan.catalogs import GIB, Catalogs, Gpu
-from generator.plan.facts import ModelFacts
 from generator.plan.latency import LatencyModel, aggregated_point, mdl_wait_factor
 from generator.plan.memory import (
     activation_bytes,
@@ -35,6 +34,7 @@ from generator.plan.memory import (
     weight_bytes,
     weight_bytes_per_rank,
 )
+from generator.spec import ModelFacts
 
 __all__ = ["Workload", "Sla", "ModelInput", "Candidate", "Advice", "advise", "stack_fragment", "LADDER"]
 

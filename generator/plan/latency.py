@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from generator.plan.catalogs import Gpu, PlannerConstants
-from generator.plan.facts import ModelFacts
 from generator.plan.memory import (
     KvBytes,
     WeightBytes,
@@ -32,6 +31,7 @@ from generator.plan.memory import (
     decode_bytes_per_step,
     param_counts,
 )
+from generator.spec import ModelFacts
 
 __all__ = ["LatencyModel", "ServingPoint", "aggregated_point", "mdl_wait_factor"]
 

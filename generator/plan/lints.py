@@ -24,7 +24,7 @@ from generator.plan.sources import (
     local_path,
     resolve_facts,
 )
-from generator.releases import RELEASES
+from generator.spec import RELEASES, Model, Stack
 
 __all__ = ["Finding", "LINTS", "lint_stack", "has_chat_template"]
 
@@ -70,7 +70,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class _Context:
-    stack: Any
+    stack: Stack
     catalogs: Catalogs
     base_dir: Path
     gpu: Gpu | None
@@ -82,12 +82,12 @@ def _finding(lint_id: str, where: str, message: str, fix: str, severity: Severit
     return Finding(lint_id, severity or LINTS[lint_id][0], where, message, fix)
 
 
-def _where(ctx: _Context, model: Any) -> str:
+def _where(ctx: _Context, model: Model) -> str:
     index = next(i for i, m in enumerate(ctx.stack.models) if m.name == model.name)
     return f"models[{index}] ({model.name})"
 
 
-def _gpu_models(ctx: _Context) -> list[Any]:
+def _gpu_models(ctx: _Context) -> list[Model]:
     return [m for m in ctx.stack.models if m.reference_engine is None]
 
 
@@ -526,7 +526,7 @@ ALL_LINTS: tuple[Callable[[_Context], list[Finding]], ...] = (
 
 
 def lint_stack(
-    stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None, plan: StackPlan | None = None
+    stack: Stack, base_dir: Path | None = None, catalogs: Catalogs | None = None, plan: StackPlan | None = None
 ) -> list[Finding]:
     """Every finding for ``stack``, errors first, then by id (``plan``: its numbers, when already sized)."""
     catalogs = catalogs or load_catalogs()

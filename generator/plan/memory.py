@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from generator.plan.catalogs import KvFormat, NumberFormat
-from generator.plan.facts import ModelFacts, QuantFacts, ceil_div, kv_heads_per_rank
+from generator.plan.facts import ceil_div, kv_heads_per_rank
+from generator.spec import ModelFacts, QuantFacts
 
 __all__ = [
     "ParamCounts",

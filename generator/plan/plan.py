@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from generator.plan.catalogs import GIB, MIB, Catalogs, Gpu, load_catalogs
-from generator.plan.facts import ModelFacts
 from generator.plan.latency import LatencyModel, aggregated_point
 from generator.plan.memory import (
     KvBytes,
@@ -40,6 +39,7 @@ from generator.plan.sources import (
     gpu_of,
     resolve_facts,
 )
+from generator.spec import Model, ModelFacts, Stack
 
 __all__ = [
     "ModelPlan", "GpuPlan", "ServerPlan", "StackPlan", "plan_stack", "size_stack", "check_fits", "kv_token_budgets",
@@ -184,7 +184,7 @@ def _nccl_bytes(world: int, catalogs: Catalogs) -> float:
 
 
 def plan_stack(
-    stack: Any, catalogs: Catalogs | None = None, base_dir: Path | None = None, *, lint: bool = True
+    stack: Stack, catalogs: Catalogs | None = None, base_dir: Path | None = None, *, lint: bool = True
 ) -> StackPlan:
     """Plan every model and every GPU of ``stack`` (a validated :class:`generator.spec.Stack`).
 
@@ -207,7 +207,7 @@ def plan_stack(
     return plan
 
 
-def size_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | None = None) -> StackPlan:
+def size_stack(stack: Stack, catalogs: Catalogs | None = None, base_dir: Path | None = None) -> StackPlan:
     """The plan's numbers alone: memory, KV budgets, decode ceilings, cost (no lints)."""
     catalogs = catalogs or load_catalogs()
     base_dir = base_dir if base_dir is not None else Path.cwd()
@@ -287,7 +287,7 @@ def size_stack(stack: Any, catalogs: Catalogs | None = None, base_dir: Path | No
     )
 
 
-def _servers(stack: Any, gpus: list[GpuPlan]) -> list[ServerPlan]:
+def _servers(stack: Stack, gpus: list[GpuPlan]) -> list[ServerPlan]:
     out = []
     for pool in stack.pools:
         mine = [g for g in gpus if g.pool == pool.name]
@@ -307,7 +307,7 @@ def _servers(stack: Any, gpus: list[GpuPlan]) -> list[ServerPlan]:
 
 
 def _size_model(
-    model: Any, resolved: ResolvedFacts, plan: ModelPlan, gpu: Gpu | None, catalogs: Catalogs
+    model: Model, resolved: ResolvedFacts, plan: ModelPlan, gpu: Gpu | None, catalogs: Catalogs
 ) -> _Sizing:
     facts = resolved.facts
     assert facts is not None
@@ -354,7 +354,7 @@ def _size_model(
 
 
 def _place(
-    stack: Any,
+    stack: Stack,
     gpu: Gpu,
     sizing: dict[str, _Sizing],
     plans: dict[str, ModelPlan],
@@ -432,7 +432,7 @@ def _place(
 
 
 def _finish_models(
-    stack: Any,
+    stack: Stack,
     gpu: Gpu,
     sizing: dict[str, _Sizing],
     plans: dict[str, ModelPlan],
@@ -482,7 +482,7 @@ def _finish_models(
             plan.usd_per_million_output_tokens = price * gpus_total / (tokens_per_s * 3600) * 1e6
 
 
-def _deployment(stack: Any, name: str) -> tuple[int, int]:
+def _deployment(stack: Stack, name: str) -> tuple[int, int]:
     """(GPUs of every replica of every pool serving ``name``, replicas that decode it)."""
     gpus = serving = 0
     for pool in stack.pools:
@@ -494,12 +494,12 @@ def _deployment(stack: Any, name: str) -> tuple[int, int]:
     return gpus, serving
 
 
-def check_fits(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> list[str]:
+def check_fits(stack: Stack, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> list[str]:
     """Problems that make ``stack`` not fit its GPUs, each with the numbers and the fix; empty when it fits."""
     return size_stack(stack, catalogs, base_dir).fit_problems
 
 
-def kv_token_budgets(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> dict[str, int]:
+def kv_token_budgets(stack: Stack, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> dict[str, int]:
     """Model name → ``max_tokens_in_paged_kv_cache`` for every TensorRT-LLM model the planner could size.
 
     Models without facts or without a target GPU are absent (the render keeps the spec's value, if any).

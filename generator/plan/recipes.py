@@ -15,13 +15,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from generator.errors import PlanError
 from generator.plan.catalogs import Catalogs, load_catalogs
 from generator.plan.lints import lint_stack
 from generator.plan.sources import ResolvedFacts, effective_kv_dtype, effective_precision, resolve_facts
-from generator.render.llmapi import uses_llm_api
+from generator.spec import Model, Stack, uses_llm_api
 
 __all__ = ["Recipe", "build_recipes", "render_recipes"]
 
@@ -48,7 +47,7 @@ def _dq(text: str) -> str:
     return "".join("\\" + ch if ch in '\\"$`' else ch for ch in text)
 
 
-def _header(stack: Any, model: Any, target: str, precision: str, kv: str, gpu_text: str) -> list[str]:
+def _header(stack: Stack, model: Model, target: str, precision: str, kv: str, gpu_text: str) -> list[str]:
     release = stack.target.release
     return [
         "#!/usr/bin/env bash",
@@ -91,7 +90,7 @@ _CONVERT_DIRS = {
 }
 
 
-def _convert_recipe(stack: Any, model: Any, precision: str, kv: str, architecture: str | None,
+def _convert_recipe(stack: Stack, model: Model, precision: str, kv: str, architecture: str | None,
                     catalogs: Catalogs) -> list[str]:
     """A published checkpoint already in the wanted format: convert it for trtllm-build, no re-quantization."""
     convert_dir = _CONVERT_DIRS.get(architecture or "", "models/core/llama")
@@ -111,7 +110,7 @@ def _convert_recipe(stack: Any, model: Any, precision: str, kv: str, architectur
 
 
 def _engine_recipe(
-    stack: Any, model: Any, precision: str, kv: str, checkpoint_quantized: bool, catalogs: Catalogs,
+    stack: Stack, model: Model, precision: str, kv: str, checkpoint_quantized: bool, catalogs: Catalogs,
     convert_only: bool = False,
 ) -> list[str]:
     if precision not in _QFORMAT:
@@ -180,7 +179,7 @@ def _engine_recipe(
     ]
 
 
-def _llmapi_recipe(stack: Any, model: Any, precision: str, kv: str, already: bool) -> list[str]:
+def _llmapi_recipe(stack: Stack, model: Model, precision: str, kv: str, already: bool) -> list[str]:
     checkpoint = _dq(model.checkpoint_dir or f"/models/hf/{model.name}")
     lines = [f"CHECKPOINT=\"${{CHECKPOINT:-{checkpoint}}}\"  # the spec's checkpoint_dir, loaded by model.yaml", ""]
     if precision in ("bf16", "fp16") or already:
@@ -210,7 +209,7 @@ def _llmapi_recipe(stack: Any, model: Any, precision: str, kv: str, already: boo
     ]
 
 
-def build_recipes(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> list[Recipe]:
+def build_recipes(stack: Stack, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> list[Recipe]:
     """One recipe per TensorRT-LLM model (reference-engine models need none)."""
     catalogs = catalogs or load_catalogs()
     base_dir = base_dir if base_dir is not None else Path.cwd()
@@ -247,7 +246,7 @@ def build_recipes(stack: Any, base_dir: Path | None = None, catalogs: Catalogs |
     return recipes
 
 
-def render_recipes(stack: Any, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> dict[str, bytes]:
+def render_recipes(stack: Stack, base_dir: Path | None = None, catalogs: Catalogs | None = None) -> dict[str, bytes]:
     """``<model>/build.sh`` per model plus an index, as relative path → bytes."""
     recipes = build_recipes(stack, base_dir, catalogs)
     files = {f"{r.model}/build.sh": r.script.encode() for r in recipes}

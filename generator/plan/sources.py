@@ -9,18 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from generator.plan.catalogs import Catalogs, Gpu
-from generator.plan.facts import (
-    EngineFacts,
-    FactsError,
-    ModelFacts,
-    QuantFacts,
-    read_checkpoint_dir,
-    read_engine_dir,
-)
+from generator.plan.facts import EngineFacts, FactsError, read_checkpoint_dir, read_engine_dir
 from generator.plan.memory import format_for_quant_algo
+from generator.spec import Model, ModelFacts, QuantFacts, Stack
 
 __all__ = ["ResolvedFacts", "resolve_facts", "local_path", "spec_facts_of", "effective_precision", "effective_kv_dtype"]
 
@@ -45,13 +38,13 @@ def local_path(text: str | None, base_dir: Path) -> Path | None:
     return path if path.is_absolute() else base_dir / path
 
 
-def spec_facts_of(model: Any) -> ModelFacts | None:
+def spec_facts_of(model: Model) -> ModelFacts | None:
     # The spec's Model gains `facts: ModelFacts | None` (lead); until then a model has none.
     facts = getattr(model, "facts", None)
     return facts if isinstance(facts, ModelFacts) else None
 
 
-def resolve_facts(model: Any, base_dir: Path) -> ResolvedFacts:
+def resolve_facts(model: Model, base_dir: Path) -> ResolvedFacts:
     resolved = _resolve(model, base_dir)
     quant = resolved.engine.quantization if resolved.engine is not None else (
         resolved.facts.quantization if resolved.facts is not None else None
@@ -66,7 +59,7 @@ def resolve_facts(model: Any, base_dir: Path) -> ResolvedFacts:
     return resolved
 
 
-def _resolve(model: Any, base_dir: Path) -> ResolvedFacts:
+def _resolve(model: Model, base_dir: Path) -> ResolvedFacts:
     problems: list[str] = []
     engine_dir = local_path(model.engine_dir, base_dir)
     if engine_dir is not None and (engine_dir / "config.json").is_file():
@@ -87,7 +80,7 @@ def _resolve(model: Any, base_dir: Path) -> ResolvedFacts:
     return ResolvedFacts(None, None, None, problems)
 
 
-def effective_precision(model: Any, resolved: ResolvedFacts) -> tuple[str, str, QuantFacts | None]:
+def effective_precision(model: Model, resolved: ResolvedFacts) -> tuple[str, str, QuantFacts | None]:
     """(weight format key, base format key, quantization facts) the model runs with.
 
     A built engine or a quantized checkpoint decides; otherwise the spec's ``precision`` (which the
@@ -105,7 +98,7 @@ def effective_precision(model: Any, resolved: ResolvedFacts) -> tuple[str, str, 
     return model.precision, base, quant
 
 
-def effective_kv_dtype(model: Any, resolved: ResolvedFacts, base: str, gpu: Gpu | None) -> str:
+def effective_kv_dtype(model: Model, resolved: ResolvedFacts, base: str, gpu: Gpu | None) -> str:
     """KV cache element format: the engine's, else the spec's, else the checkpoint's, else the default.
 
     The default is FP8 on Blackwell (what the recipes build) and the base precision elsewhere.
@@ -129,5 +122,5 @@ def _kv_key(algo: str | None) -> str | None:
     return {"FP8": "fp8", "NVFP4": "nvfp4", "INT8": "int8"}.get(algo.upper())
 
 
-def gpu_of(stack: Any, catalogs: Catalogs) -> Gpu | None:
+def gpu_of(stack: Stack, catalogs: Catalogs) -> Gpu | None:
     return catalogs.gpu(stack.target.gpu) if stack.target.gpu is not None else None

@@ -1,8 +1,7 @@
 """Render: a pure function from a validated spec to ``{relative path: bytes}``.
 
 Nothing here touches the output directory; writing is :mod:`generator.write`'s job, so dry runs,
-diffs and drift checks come for free. (Renderers are imported inside :func:`render` because the
-spec itself imports settings classes from this package.)
+diffs and drift checks come for free.
 
 Output layout: ``model_repos/<pool>/`` (Triton), ``router/routes.yaml``, ``monitoring/``
 (exporter config, Prometheus config and rules, Grafana dashboards) and ``deploy/`` (Kubernetes
@@ -11,22 +10,17 @@ and compose), the last built from the others so ports and names line up.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from generator.render.deploy import render_deploy
+from generator.render.model_repo import render_model_repos
+from generator.render.monitoring import render_monitoring
 from generator.render.options import RenderOptions
-
-if TYPE_CHECKING:
-    from generator.spec import Stack
+from generator.render.routes import render_routes
+from generator.spec import Stack
 
 __all__ = ["RenderOptions", "render"]
 
 
 def render(stack: Stack, options: RenderOptions) -> dict[str, bytes]:
-    from generator.render.deploy import render_deploy
-    from generator.render.model_repo import render_model_repos
-    from generator.render.monitoring import render_monitoring
-    from generator.render.routes import render_routes
-
     files = render_model_repos(stack, options)
     files.update(render_routes(stack, options))
     files.update(render_monitoring(stack))

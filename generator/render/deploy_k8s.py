@@ -42,7 +42,6 @@ from generator.render.deploy_operations import (
 )
 from generator.render.deploy_pods import ApiKeysRef, PodParts, lws_pods, tool_pod, triton_pod
 from generator.render.deploy_render import K8S_TEMPLATES, render_yaml
-from generator.render.deploy_settings import GpuKind
 from generator.render.deploy_topology import (
     CONFIG_MOUNT,
     EXPORTER_CONFIG_FILE,
@@ -53,6 +52,7 @@ from generator.render.deploy_topology import (
     Topology,
 )
 from generator.spec import Stack
+from generator.spec.deploy import GpuKind
 
 __all__ = ["K8S_ROOT", "Workload", "config_map_name", "gpu_kinds", "render_kubernetes"]
 

@@ -23,9 +23,9 @@ import yaml
 
 from generator.errors import RenderError
 from generator.render.deploy_render import K8S_TEMPLATES, render_yaml
-from generator.render.deploy_settings import GpuKind, PoolScaling
 from generator.render.deploy_topology import Topology
 from generator.render.monitoring import RULE_FILES
+from generator.spec.deploy import GpuKind, PoolScaling
 
 __all__ = [
     "ScaleTarget",

@@ -14,9 +14,8 @@ import posixpath
 from dataclasses import dataclass
 
 from generator.render.deploy_topology import CONFIG_MOUNT, MODELS_MOUNT
-from generator.render.llmapi import uses_llm_api
 from generator.render.options import RenderOptions
-from generator.spec import Stack
+from generator.spec import Stack, uses_llm_api
 
 __all__ = ["ArtifactPath", "artifact_paths", "kubernetes_path_problems"]
 

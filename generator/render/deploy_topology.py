@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from generator.naming import model_triton_models, triton_names
 from generator.render.disaggregation import orchestrator_world_size, pool_environment
-from generator.render.llmapi import uses_llm_api
-from generator.spec import Model, Pool, Stack
+from generator.spec import Model, Pool, Stack, uses_llm_api
 
 __all__ = [
     "PART_OF",

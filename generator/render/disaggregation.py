@@ -20,7 +20,7 @@ Three layouts exist, and each needs something different from the node:
 * **Prefill and decode pools on the engine backend**: only on 25.05 (0.19), where the executor picks
   its cache transceiver from the environment and none exists without it ("Disaggregated serving is
   not enabled"); UCX reaches another server. The 1.x backend hard-codes the MPI transceiver and the
-  spec refuses such pools (``spec._kv_transfer_problems``).
+  spec refuses such pools (``spec.stack._kv_transfer_problems``).
 * **Prefill and decode pools on the LLM-API path**: ``cache_transceiver_config`` in model.yaml
   (render/llmapi.py); no environment needed.
 """
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from generator.render.llmapi import uses_llm_api
-from generator.spec import Model, Pool, Stack
+from generator.spec import Model, Pool, Stack, uses_llm_api
 
 __all__ = ["PhaseRanks", "in_server_layout", "orchestrator_world_size", "pool_environment", "runs_engines"]
 

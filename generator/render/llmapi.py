@@ -23,12 +23,12 @@ from typing import Any
 
 from generator import yamlio
 from generator.errors import RenderError
+from generator.naming import llmapi_model_name
 from generator.resources import TEMPLATES_ROOT
+from generator.spec import Model, Stack, uses_llm_api
 
 __all__ = [
     "LLMAPI_MODEL_SOURCE",
-    "llmapi_model_name",
-    "uses_llm_api",
     "llmapi_model_yaml",
     "llmapi_config_pbtxt",
     "render_llmapi_models",
@@ -114,24 +114,13 @@ TritonPythonModel = _module.TritonPythonModel
 '''
 
 
-def llmapi_model_name(model_name: str) -> str:
-    return f"{model_name}_llmapi"
-
-
-def uses_llm_api(stack: Any, model: Any) -> bool:
-    """The LLM-API set is rendered when the release has no engine backend or the model asks for it."""
-    if model.reference_engine is not None:
-        return False
-    return (not stack.target.release.engine_backend) or bool(getattr(model, "llm_api", False))
-
-
-def _kv_dtype(model: Any, planned_kv_dtype: str | None) -> str:
+def _kv_dtype(model: Model, planned_kv_dtype: str | None) -> str:
     if model.kv_cache_dtype != "auto":
         return str(model.kv_cache_dtype)
     return planned_kv_dtype or "auto"
 
 
-def _cache_transceiver(stack: Any, model: Any) -> dict[str, Any]:
+def _cache_transceiver(stack: Stack, model: Model) -> dict[str, Any]:
     """``cache_transceiver_config`` (TensorRT-LLM tensorrt_llm/llmapi/llm_args.py CacheTransceiverConfig,
     https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/llmapi/llm_args.py). Its ``backend``
     literal is lower case in the 0.20/0.21 field ("ucx", "nixl") and upper case from 1.0 on ("UCX",
@@ -146,8 +135,8 @@ def _cache_transceiver(stack: Any, model: Any) -> dict[str, Any]:
 
 
 def llmapi_model_yaml(
-    stack: Any,
-    model: Any,
+    stack: Stack,
+    model: Model,
     kv_token_budget: int | None,
     planned_kv_dtype: str | None = None,
     path_for: Callable[[str], str] = str,
@@ -209,11 +198,11 @@ def _tensor(name: str, dtype: str, dims: tuple[int, ...], optional: bool) -> str
     return "\n".join(lines)
 
 
-def _decoupled(model: Any, role: str) -> bool:
+def _decoupled(model: Model, role: str) -> bool:
     return bool(model.streaming) and role != "prefill"
 
 
-def llmapi_config_pbtxt(stack: Any, model: Any, role: str = "aggregated") -> str:
+def llmapi_config_pbtxt(stack: Stack, model: Model, role: str = "aggregated") -> str:
     name = llmapi_model_name(model.name)
     input_specs = list(LLMAPI_INPUTS)
     output_specs = list(LLMAPI_OUTPUTS)
@@ -240,7 +229,7 @@ def llmapi_config_pbtxt(stack: Any, model: Any, role: str = "aggregated") -> str
 
 
 def render_llmapi_models(
-    stack: Any,
+    stack: Stack,
     kv_token_budgets: dict[str, int] | None = None,
     kv_dtypes: dict[str, str] | None = None,
     path_for: Callable[[str], str] = str,

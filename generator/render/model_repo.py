@@ -17,10 +17,10 @@ from generator.naming import TritonNames, triton_names
 from generator.render import tensors as T
 from generator.render.disaggregation import in_server_layout
 from generator.render.jinja import render_template
-from generator.render.llmapi import render_llmapi_models, uses_llm_api
+from generator.render.llmapi import render_llmapi_models
 from generator.render.options import RenderOptions
 from generator.resources import TEMPLATES_ROOT
-from generator.spec import Model, Pool, Stack
+from generator.spec import Model, Pool, Stack, uses_llm_api
 
 __all__ = ["RenderOptions", "render_model_repos"]
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from generator import yamlio
-from generator.naming import headless_dns, triton_names
-from generator.render.llmapi import llmapi_model_name, uses_llm_api
+from generator.naming import headless_dns, llmapi_model_name, triton_names
 from generator.render.options import RenderOptions
 from generator.router.config import ROUTES_API_VERSION, parse_routes
-from generator.spec import Model, Pool, Stack
+from generator.spec import Model, Pool, Stack, uses_llm_api
 
 __all__ = ["ROUTES_PATH", "local_routes", "render_routes", "routes_document"]
 

@@ -6,5 +6,6 @@ current by ``replicas``; retries before the first byte) or ``disagg`` (prefill â
 ``upstream`` (Triton HTTP or gRPC) â†’ SSE/JSON back, observed by ``metrics``. On the default
 engine-direct path (``engine``) the router sends the engine model token ids and turns the ids it
 gets back into text itself; the BLS and ensemble paths send text. ``server`` serves it
-(``tritonstack router``, ``generator/commands/router.py``); ``settings`` is the spec's ``router:`` section.
+(``tritonstack router``, ``generator/commands/router.py``). Its settings are the spec's ``router:``
+section, ``generator/spec/router.py``.
 """

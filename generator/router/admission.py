@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from generator.router.policies import Hints, ReplicaPolicy
 from generator.router.replicas import PoolState, Replica
-from generator.router.settings import RouterSettings
+from generator.spec.router import RouterSettings
 
 __all__ = ["Admission", "Refused"]
 

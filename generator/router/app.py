@@ -55,10 +55,10 @@ from generator.router.openapi import openapi_document
 from generator.router.policies import Hints, block_hashes, make_policy, policy_kind
 from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
 from generator.router.replicas import PoolState, ReplicaMonitor
-from generator.router.settings import COMPLETIONS_DEFAULT_MAX_TOKENS
 from generator.router.stops import StopTrimmer
 from generator.router.tokens import ModelTokenizer, TokenizerLoader, check_prompt_bytes, load_tokenizer
 from generator.router.upstream import GenerateCall, Response, Upstream
+from generator.spec.router import COMPLETIONS_DEFAULT_MAX_TOKENS
 
 __all__ = ["ARRIVAL_NS_KEY", "RouterApp"]
 

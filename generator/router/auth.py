@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from generator.errors import RuntimeSetupError
-from generator.router.settings import RouterSettings
+from generator.spec.router import RouterSettings
 
 __all__ = ["ApiKeys", "load_api_keys"]
 

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from generator.config_file import parse_config_text, read_config_text
-from generator.router.settings import RouterSettings
-from generator.spec_base import TRITON_PORTS, Closed, Port, PositiveInt
+from generator.spec.base import TRITON_PORTS, Closed, Port, PositiveInt
+from generator.spec.router import RouterSettings
 
 __all__ = [
     "ROUTES_API_VERSION",

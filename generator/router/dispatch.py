@@ -26,7 +26,6 @@ from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints, ReplicaPolicy
 from generator.router.protocol import ApiError
 from generator.router.replicas import PoolState, Replica
-from generator.router.settings import RouterSettings
 from generator.router.upstream import (
     GenerateCall,
     Response,
@@ -35,6 +34,7 @@ from generator.router.upstream import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from generator.spec.router import RouterSettings
 
 __all__ = ["Dispatcher", "PoolTarget"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from generator.router.replicas import Replica
-from generator.router.settings import Policy, RouterSettings
+from generator.spec.router import Policy, RouterSettings
 
 __all__ = [
     "Hints",

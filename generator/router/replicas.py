@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from generator.router.config import Endpoint, PoolRoute
-from generator.router.settings import RouterSettings
 from generator.router.upstream import Upstream
+from generator.spec.router import RouterSettings
 
 __all__ = ["PoolState", "Replica", "ReplicaMonitor", "external_load", "resolve_pool"]
 

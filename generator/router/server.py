@@ -57,7 +57,7 @@ from urllib.parse import unquote
 import httptools
 
 from generator.router.protocol import ApiError, error_body
-from generator.router.settings import RouterSettings
+from generator.spec.router import RouterSettings
 
 __all__ = ["ARRIVAL_NS", "ClientLimits", "HttpServer"]
 

@@ -33,7 +33,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from generator.router.config import Endpoint
 from generator.router.http1 import Http1Client, Http1Error
-from generator.router.settings import (
+from generator.spec.router import (
     GRPC_KEEPALIVE_TIME_MS,
     GRPC_MAX_MESSAGE_BYTES,
     GRPC_RECONNECT_BACKOFF_MS,

@@ -21,8 +21,7 @@ from tritonclient.grpc import model_config_pb2
 from generator.exporter.catalogue import CATALOGUE
 from generator.exporter.triton_metrics import ENGINE_FAMILIES, TRITON_FAMILIES, TritonParseError, samples
 from generator.naming import model_triton_models, triton_names
-from generator.render.llmapi import uses_llm_api
-from generator.spec import Pool, Stack
+from generator.spec import Pool, Stack, uses_llm_api
 from generator.validate import parse_configs
 from generator.verify import conformance
 from generator.verify.conformance import ConformanceSettings, Replica

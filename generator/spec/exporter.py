@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from generator.spec_base import Closed, Port
+from generator.spec.base import Closed, Port
 
 __all__ = ["ExporterSettings"]
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from generator.spec_base import Closed, Port
+from generator.spec.base import Closed, Port
 
 __all__ = [
     "COMPLETIONS_DEFAULT_MAX_TOKENS",

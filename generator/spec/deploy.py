@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from generator.spec_base import TRITON_PORTS, Closed, PoolName, Port, PositiveInt
+from generator.spec.base import TRITON_PORTS, Closed, PoolName, Port, PositiveInt
 
 __all__ = [
     "Autoscaling",
@@ -90,6 +90,7 @@ Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Image = Annotated[str, AfterValidator(_image)]
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
+DashboardDelivery = Literal["configmap", "grafana-operator"]
 
 
 class ImageSettings(Closed):
@@ -319,8 +320,8 @@ class MonitoringObjects(Closed):
         default_factory=lambda: {"release": "prometheus"},
         description="Labels the Prometheus Operator's ruleSelector matches",
     )
-    dashboards: list[Literal["configmap", "grafana-operator"]] = Field(
-        default_factory=lambda: ["configmap"],
+    dashboards: list[DashboardDelivery] = Field(
+        default_factory=lambda: list[DashboardDelivery](["configmap"]),
         description="configmap: for the Grafana sidecar (label grafana_dashboard); "
         "grafana-operator: a GrafanaDashboard (grafana.integreatly.org/v1beta1)",
     )

@@ -33,7 +33,9 @@ class TritonRelease:
 
 
 def _load() -> dict[str, TritonRelease]:
-    text = resources.files("generator.catalogs").joinpath("triton_releases.yaml").read_text(encoding="utf-8")
+    # Through the top package, not generator.catalogs: the spec package imports nothing else of the project.
+    catalog = resources.files("generator").joinpath("catalogs").joinpath("triton_releases.yaml")
+    text = catalog.read_text(encoding="utf-8")
     raw = yaml.safe_load(text)["releases"]
     return {name: TritonRelease(release=name, **fields) for name, fields in raw.items()}
 

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from generator.errors import SpecError
-from generator.exporter.settings import ExporterSettings
-from generator.plan.facts import ModelFacts
-from generator.releases import RELEASES, TritonRelease
-from generator.render.deploy_settings import DeploySettings
-from generator.render.llmapi import uses_llm_api
-from generator.router.settings import RouterSettings
-from generator.spec_base import Closed, ModelName, PathText, PoolName, PositiveInt
-from generator.yaml_source import Located, SourceMap, format_path, load_yaml, parse_yaml
+from generator.spec.base import Closed, ModelName, PathText, PoolName, PositiveInt
+from generator.spec.deploy import DeploySettings
+from generator.spec.exporter import ExporterSettings
+from generator.spec.model_facts import ModelFacts
+from generator.spec.releases import RELEASES, TritonRelease
+from generator.spec.router import RouterSettings
+from generator.spec.source import Located, SourceMap, format_path, load_yaml, parse_yaml
 
 __all__ = [
     "API_VERSION",
@@ -36,6 +36,7 @@ __all__ = [
     "RouterSettings",
     "ExporterSettings",
     "DeploySettings",
+    "uses_llm_api",
     "load_spec",
     "parse_spec",
     "spec_from_data",
@@ -275,6 +276,14 @@ class Stack(Closed):
         return candidates[0] if len(candidates) == 1 else None
 
 
+def uses_llm_api(stack: Stack, model: Model) -> bool:
+    """Whether ``model`` is served through the LLM-API model set: when the target release has no
+    engine backend or the model asks for it (``llm_api: true``); never for the reference engine."""
+    if model.reference_engine is not None:
+        return False
+    return (not stack.target.release.engine_backend) or model.llm_api
+
+
 # Cross-field checks run after the typed parse; each returns (field path, message) pairs so the
 # loader can attach file and line.
 Problem = tuple[tuple[str | int, ...], str]
@@ -331,14 +340,13 @@ def _cross_checks(stack: Stack) -> list[Problem]:
 
 def _unique_names(stack: Stack) -> list[Problem]:
     problems: list[Problem] = []
-    for collection, items in (("models", stack.models), ("pools", stack.pools)):
+    names_of = {"models": [m.name for m in stack.models], "pools": [p.name for p in stack.pools]}
+    for collection, names in names_of.items():
         first: dict[str, int] = {}
-        for i, item in enumerate(items):
-            if item.name in first:
-                problems.append(
-                    ((collection, i, "name"), f"duplicate name {item.name!r} (also {collection}[{first[item.name]}])")
-                )
-            first.setdefault(item.name, i)
+        for i, name in enumerate(names):
+            if name in first:
+                problems.append(((collection, i, "name"), f"duplicate name {name!r} (also {collection}[{first[name]}])"))
+            first.setdefault(name, i)
     return problems
 
 
@@ -476,7 +484,7 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (part.endswith("]") or part in {"int", "str", "float", "bool", "none"})
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
         return "unknown field; check the spelling (tritonstack schema lists every field)"
