@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import PlanError
-from generator.plan.plan import plan_stack
+from generator.plan import plan_stack
 from generator.render import RenderOptions, render
 from generator.render.reference import as_reference_engine
 from generator.spec import Stack, load_spec

@@ -10,6 +10,7 @@ import pytest
 
 from generator.cli import main as cli_main
 from generator.errors import PlanError
+from generator.plan import plan_stack
 from generator.plan.catalogs import GIB, load_catalogs
 from generator.plan.facts import FactsError, hf_config_facts, read_checkpoint_dir
 from generator.plan.latency import LatencyModel, aggregated_point
@@ -20,7 +21,6 @@ from generator.plan.memory import (
     weight_bytes,
     weight_bytes_per_rank,
 )
-from generator.plan.plan import plan_stack
 from generator.spec import parse_spec
 
 MODELS = Path(__file__).parent / "fixtures" / "models"

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from generator.cli import main as cli_main
+from generator.plan import plan_stack
 from generator.plan.catalogs import GIB, MIB, load_catalogs
 from generator.plan.facts import read_engine_dir
-from generator.plan.plan import check_fits, kv_token_budgets, plan_stack
+from generator.plan.plan import check_fits, kv_token_budgets
 from generator.spec import ModelFacts, parse_spec
 
 MODELS = Path(__file__).parent / "fixtures" / "models"

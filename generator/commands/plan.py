@@ -9,7 +9,7 @@ import argparse
 import json
 
 from generator.commands.common import add_spec_argument
-from generator.plan.plan import plan_stack
+from generator.plan import plan_stack
 from generator.plan.table import format_plan
 from generator.spec import load_spec
 

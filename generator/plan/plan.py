@@ -42,7 +42,7 @@ from generator.plan.sources import (
 from generator.spec import Model, ModelFacts, Stack
 
 __all__ = [
-    "ModelPlan", "GpuPlan", "ServerPlan", "StackPlan", "plan_stack", "size_stack", "check_fits", "kv_token_budgets",
+    "ModelPlan", "GpuPlan", "ServerPlan", "StackPlan", "size_stack", "check_fits", "kv_token_budgets",
 ]
 
 REFERENCE_ENGINE = "reference engine (CPU, python backend; not TensorRT-LLM)"
@@ -181,30 +181,6 @@ def _nccl_bytes(world: int, catalogs: Catalogs) -> float:
     if world <= 1:
         return 0.0
     return (c.nccl_mib_tp2 if world == 2 else c.nccl_mib_tp4_plus) * MIB
-
-
-def plan_stack(
-    stack: Stack, catalogs: Catalogs | None = None, base_dir: Path | None = None, *, lint: bool = True
-) -> StackPlan:
-    """Plan every model and every GPU of ``stack`` (a validated :class:`generator.spec.Stack`).
-
-    With ``lint`` (the default) the lints run on the plan too, and every lint error joins
-    ``problems``: whatever plans, renders or writes recipes from this plan refuses what
-    ``tritonstack lint`` calls an error (NVFP4 on Hopper, a container too old for the GPU, a model
-    config that does not parse), not only what does not fit.
-    """
-    catalogs = catalogs or load_catalogs()
-    base_dir = base_dir if base_dir is not None else Path.cwd()
-    plan = size_stack(stack, catalogs, base_dir)
-    if lint:
-        # lints.py builds on this module's plan, so it is imported here, not at the top.
-        from generator.plan.lints import lint_stack
-
-        findings = lint_stack(stack, base_dir=base_dir, catalogs=catalogs, plan=plan)
-        plan.findings = [f.to_json() for f in findings]
-        plan.problems += [f"{f.id} {f.where}: {f.message}; fix: {f.fix}" for f in findings
-                          if f.severity == "error" and f.id != "TS010"]
-    return plan
 
 
 def size_stack(stack: Stack, catalogs: Catalogs | None = None, base_dir: Path | None = None) -> StackPlan:
