@@ -15,7 +15,7 @@ from generator.plan.facts import EngineFacts, FactsError, read_checkpoint_dir, r
 from generator.plan.memory import format_for_quant_algo
 from generator.spec import Model, ModelFacts, QuantFacts, Stack
 
-__all__ = ["ResolvedFacts", "resolve_facts", "local_path", "spec_facts_of", "effective_precision", "effective_kv_dtype"]
+__all__ = ["ResolvedFacts", "resolve_facts", "local_path", "effective_precision", "effective_kv_dtype"]
 
 _DTYPE_FORMATS = {"bfloat16": "bf16", "float16": "fp16", "bf16": "bf16", "fp16": "fp16"}
 
@@ -36,12 +36,6 @@ def local_path(text: str | None, base_dir: Path) -> Path | None:
         return None
     path = Path(text)
     return path if path.is_absolute() else base_dir / path
-
-
-def spec_facts_of(model: Model) -> ModelFacts | None:
-    # The spec's Model gains `facts: ModelFacts | None` (lead); until then a model has none.
-    facts = getattr(model, "facts", None)
-    return facts if isinstance(facts, ModelFacts) else None
 
 
 def resolve_facts(model: Model, base_dir: Path) -> ResolvedFacts:
@@ -74,7 +68,7 @@ def _resolve(model: Model, base_dir: Path) -> ResolvedFacts:
             return ResolvedFacts(read_checkpoint_dir(checkpoint), None, f"checkpoint {checkpoint}", problems)
         except FactsError as exc:
             problems.append(str(exc))
-    spec_facts = spec_facts_of(model)
+    spec_facts = model.facts
     if spec_facts is not None:
         return ResolvedFacts(spec_facts, None, "spec facts", problems)
     return ResolvedFacts(None, None, None, problems)

@@ -24,7 +24,7 @@ from typing import Any
 
 from generator import yamlio
 from generator.errors import RenderError
-from generator.render.deploy_pods import PodParts, tool_pod
+from generator.render.deploy_pods import ApiKeysRef, PodParts, tool_pod
 from generator.render.deploy_topology import PoolTopology, Topology, image_with_registry
 from generator.router.config import parse_routes
 
@@ -73,7 +73,12 @@ def sidecar_routes(routes: bytes, pool: str) -> bytes:
 
 
 def with_router_sidecar(
-    topo: Topology, parts: PodParts, args: list[str], config_map: str, probes: tuple[str, str], api_keys: Any
+    topo: Topology,
+    parts: PodParts,
+    args: list[str],
+    config_map: str,
+    probes: tuple[str, str],
+    api_keys: ApiKeysRef | None,
 ) -> PodParts:
     """``parts`` plus the router container (and the volumes it needs that the pod lacks)."""
     stack = topo.stack
