@@ -84,6 +84,10 @@ CHARACTER_CONTEXT = 8
 CORPUS_MARGIN_NATS = 5
 
 _MASK64 = (1 << 64) - 1
+# How many distinct sequence tails the model remembers the corpus candidates of.
+_TAIL_CACHE_SIZE = 1 << 14
+# From how many greedy sequences on the text their candidates are scored as one array.
+_BATCHED_GREEDY = 4
 
 
 class ReferenceEngineError(Exception):
@@ -294,6 +298,29 @@ class ReferenceLM:
         banned[sorted(vocab.special_ids | vocab.fragment_ids)] = True
         self.never_sampled = banned
         self._continuations = _continuations(vocab)
+        # The table's entries as arrays, one after the other (tokens ascending within an entry), and
+        # where each key's entry lies in them; per tail seen, its candidates (see _candidates_after).
+        spans: dict[tuple[int, ...], tuple[int, int]] = {}
+        tokens: list[int] = []
+        counts: list[int] = []
+        pieces: list[int] = []
+        for key, entry in self._continuations.items():
+            spans[key] = (len(tokens), len(tokens) + len(entry))
+            for token in sorted(entry):
+                tokens.append(token)
+                counts.append(entry[token][0])
+                pieces.append(entry[token][1])
+        self._spans = spans
+        self._all_tokens = np.array(tokens, dtype=np.int64)
+        self._all_extra = 10.0 * (np.array(counts, dtype=np.float32) - 1)  # the score frequency adds
+        self._all_pieces = np.array(pieces, dtype=np.int64)
+        # Their output weights: a candidate's logit is its row here times the hidden state.
+        self._all_out_rows = np.ascontiguousarray(self._out.T)[self._all_tokens % size]
+        self._entries: dict[int, _Candidates] = {}  # by where the entry starts, made when first needed
+        self._by_tail: dict[tuple[int, ...], _Candidates | None] = {}
+        self._fragments = vocab.fragment_ids
+        # Added to a logits row, -inf where a token is never sampled and 0 elsewhere (exact).
+        self._never_mask = np.where(banned, -np.inf, 0.0).astype(np.float32)
         self.corpus_bonus = float(round((math.log(size) + CORPUS_MARGIN_NATS) / LOGIT_SCALE))
         corpus = hashlib.sha256(np.asarray(vocab.corpus_ids, dtype="<i4").tobytes()).hexdigest()[:8]
         self.fingerprint = hashlib.sha256(
@@ -315,9 +342,38 @@ class ReferenceLM:
         # validation checks only end_id against the vocabulary: LlmRequest::validate,
         # https://github.com/NVIDIA/TensorRT-LLM/blob/119c6e60e65e5ecec4e97afdb6ea584f674aed24/cpp/tensorrt_llm/batch_manager/llmRequest.cpp),
         # and NVIDIA's benchmark_core_model.py sends random ids up to INT32_MAX; here they wrap around.
+        return self._hidden(prev, last, positions) @ self._out
+
+    def _hidden(self, prev: np.ndarray, last: np.ndarray, positions: np.ndarray) -> np.ndarray:
         size = self._emb_last.shape[0]
-        hidden = self._emb_last[last % size] + self._emb_prev[prev % size] + self._emb_pos[positions % POSITION_PERIOD]
-        return hidden @ self._out
+        return self._hidden_rows(prev % size, last % size, positions % POSITION_PERIOD)
+
+    def _hidden_rows(self, prev, last, positions) -> np.ndarray:
+        """Hidden states from ids already reduced to rows of the embeddings (arrays or lists)."""
+        return self._emb_last[last] + self._emb_prev[prev] + self._emb_pos[positions]
+
+    def _candidates_after(self, key: tuple[int, ...]) -> _Candidates | None:
+        """:meth:`continuations` of ``key`` as arrays, remembered per key (a bounded cache)."""
+        try:
+            return self._by_tail[key]
+        except KeyError:
+            pass
+        span = None
+        for length in range(min(len(key), CHARACTER_CONTEXT), 0, -1):
+            span = self._spans.get(key[-length:])
+            if span is not None:
+                break
+        else:
+            span = self._spans.get(())
+        found = None
+        if span is not None:
+            found = self._entries.get(span[0])
+            if found is None:
+                found = self._entries[span[0]] = _Candidates(self, *span)
+        if len(self._by_tail) >= _TAIL_CACHE_SIZE:
+            self._by_tail.clear()
+        self._by_tail[key] = found
+        return found
 
 
 def _continuations(vocab: VocabularyFacts) -> dict[tuple[int, ...], dict[int, tuple[int, int]]]:
@@ -345,6 +401,39 @@ def _continuations(vocab: VocabularyFacts) -> dict[tuple[int, ...], dict[int, tu
     for start in vocab.passage_starts:
         add((), start)
     return table
+
+
+class _Candidates:
+    """One entry of the continuation table as arrays (views of the model's), tokens in ascending
+    order (the order np.argmax breaks ties in): ids, ``10 * (count - 1)`` as float32 (the score the
+    text's frequency adds), the character pieces each begins, and the tokens' output weights."""
+
+    __slots__ = ("extra", "max_pieces", "only", "out_rows", "pieces", "start", "tokens")
+
+    def __init__(self, lm: ReferenceLM, start: int, stop: int) -> None:
+        self.tokens = lm._all_tokens[start:stop]
+        self.extra = lm._all_extra[start:stop]
+        self.pieces = lm._all_pieces[start:stop]
+        self.out_rows = lm._all_out_rows[start:stop]
+        self.max_pieces = int(self.pieces.max())
+        self.start = start  # where the model's arrays hold this entry; -1: they do not (a part of one)
+        self.only = int(self.tokens[0]) if stop - start == 1 else None  # the one candidate, if so
+
+    def usable(self, left: int) -> _Candidates | None:
+        """The candidates a budget of ``left`` more tokens lets begin (None when none does): a
+        character is begun only when the budget lets it finish."""
+        if self.max_pieces <= left:
+            return self
+        keep = self.pieces <= left
+        if not keep.any():
+            return None
+        part = object.__new__(_Candidates)
+        part.tokens, part.extra, part.pieces = self.tokens[keep], self.extra[keep], self.pieces[keep]
+        part.out_rows = self.out_rows[keep]
+        part.max_pieces = int(part.pieces.max())
+        part.start = -1
+        part.only = int(part.tokens[0]) if part.tokens.size == 1 else None
+        return part
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -426,55 +515,152 @@ class SequenceState:
 
 
 def choose_tokens(lm: ReferenceLM, sequences: list[SequenceState]) -> list[int]:
-    """The next token of every sequence, computed as one batch (one matmul)."""
+    """The next token of every sequence, computed as one batch.
+
+    The tokens are those of the plain formulation (kept as the oracle of
+    tests/test_reference_lm_speedup.py): one logits row per sequence, the corpus's usable candidates
+    scored ``corpus_bonus`` above the row's maximum (ordered by their own logits, damped, and how
+    often the text has them; the only choice inside a multibyte character), special tokens and
+    fragments and bad words set to -inf, then greedy argmax or sampling. A greedy sequence with a
+    candidate that is not banned always takes the best candidate (every other token scores below
+    all of them, and the row's maximum and the bonus add the same to each), so for those only the
+    candidates' own logits are computed; the rest get their whole row.
+    """
     if not sequences:
         return []
-    pairs = [s.last_two() for s in sequences]
-    prev = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
-    last = np.fromiter((t for _, t in pairs), dtype=np.int64, count=len(pairs))
-    positions = np.fromiter((s.position for s in sequences), dtype=np.int64, count=len(sequences))
-    logits = lm.logits(prev, last, positions)
-    chosen = []
-    for row, sequence in zip(logits, sequences):
-        lifted = _corpus_scores(lm, row, sequence)  # from the row before anything is banned
-        row[lm.never_sampled] = -np.inf
-        if lifted is not None:
-            tokens, scores, exclusive = lifted
-            if exclusive:
-                row[:] = -np.inf
-            row[tokens] = scores
-        banned = sequence.banned_now()
+    count = len(sequences)
+    chosen: list[int] = [0] * count
+    prev: list[int] = []
+    last: list[int] = []
+    positions: list[int] = []
+    size = lm.vocab.vocab_size
+    fragments = lm._fragments
+    fast: list[tuple[int, _Candidates, bool, list[int]]] = []  # greedy, decided by the candidates alone
+    full: list[tuple[int, _Candidates | None, bool, list[int]]] = []  # need the whole logits row
+    for n, sequence in enumerate(sequences):
+        generated = sequence.generated
+        if len(generated) >= CHARACTER_CONTEXT:
+            tail = generated[-CHARACTER_CONTEXT:]
+        else:
+            tail = sequence.tail(CHARACTER_CONTEXT)
+        pair = (tail[-2], tail[-1]) if len(tail) >= 2 else sequence.last_two()
+        prev.append(pair[0] % size)
+        last.append(pair[1] % size)
+        positions.append((len(sequence.prompt) + len(generated)) % POSITION_PERIOD)
+        params = sequence.params
+        inside_character = bool(tail) and tail[-1] in fragments
+        found = lm._candidates_after(tuple(tail) if inside_character else tuple(tail[-CORPUS_CONTEXT:]))
+        usable = found.usable(params.max_new_tokens - len(generated)) if found is not None else None
+        banned = sequence.banned_now() if params.bad_words else []
+        if usable is not None and params.greedy and all(-size <= b < size for b in banned):
+            if usable.only is not None and not banned:  # the text goes on one way: no logits needed
+                chosen[n] = usable.only
+            else:
+                fast.append((n, usable, inside_character, banned))
+        else:
+            full.append((n, usable, inside_character, banned))
+    if len(fast) >= _BATCHED_GREEDY:
+        fast = _choose_greedy_batched(lm, fast, prev, last, positions, chosen)
+    for n, usable, inside_character, banned in fast:
+        hidden = lm._emb_last[last[n]] + lm._emb_prev[prev[n]] + lm._emb_pos[positions[n]]
+        own = usable.out_rows @ hidden  # the candidates' logits, exact like the whole row's
+        # The reference scores less the row's maximum and the bonus, the same for every candidate.
+        scores = np.floor((own - own.min()) / 4) + usable.extra
         if banned:
-            row[banned] = -np.inf
-        if not np.isfinite(row).any():  # everything the text allows is a bad word: leave the text
-            row[:] = lm.logits(*(np.array([v]) for v in sequence.last_two()), np.array([sequence.position]))[0]
-            row[lm.never_sampled] = -np.inf
-            row[banned] = -np.inf
-        chosen.append(_choose_one(row, sequence.params, sequence.position))
+            scores[np.isin(usable.tokens, [b + size if b < 0 else b for b in banned])] = -np.inf
+            if not np.isfinite(scores).any():  # every candidate is banned: the whole row decides
+                full.append((n, usable, inside_character, banned))
+                continue
+        chosen[n] = int(usable.tokens[int(np.argmax(scores))])
+    if full:
+        rows = [n for n, _, _, _ in full]
+        logits = _hidden_of(lm, rows, prev, last, positions) @ lm._out
+        maxima = logits.max(axis=1).tolist()
+        for (n, usable, exclusive, banned), row, maximum in zip(full, logits, maxima):
+            chosen[n] = _choose_from_row(lm, row, maximum, usable, exclusive, banned, sequences[n])
     return chosen
 
 
-def _corpus_scores(
-    lm: ReferenceLM, row: np.ndarray, sequence: SequenceState
-) -> tuple[np.ndarray, np.ndarray, bool] | None:
-    """The corpus's continuations of this sequence with scores ``lm.corpus_bonus`` above every
-    other token, ordered by their own logits and how often the text has them; whether they are
-    the only choice (inside a multibyte character)."""
-    tail = sequence.tail(CHARACTER_CONTEXT)
-    inside_character = bool(tail) and tail[-1] in lm.vocab.fragment_ids
-    candidates = lm.continuations(tail if inside_character else tail[-CORPUS_CONTEXT:])
-    left = sequence.params.max_new_tokens - len(sequence.generated)
-    # A character is begun only when the budget lets it finish.
-    usable = [(token, count) for token, (count, pieces) in candidates.items() if pieces <= left]
-    if not usable:
-        return None
-    tokens = np.fromiter((t for t, _ in usable), dtype=np.int64, count=len(usable))
-    counts = np.fromiter((c for _, c in usable), dtype=np.float32, count=len(usable))
-    own = row[tokens]
-    # Integer-valued float32, so the choice is exact on every machine. The weights' own preference is
-    # damped to about a nat, so that at temperature 1 the sampler does take other branches.
-    scores = float(row.max()) + lm.corpus_bonus + np.floor((own - own.min()) / 4) + 10.0 * (counts - 1)
-    return tokens, scores, inside_character
+def _hidden_of(
+    lm: ReferenceLM, rows: list[int], prev: list[int], last: list[int], positions: list[int]
+) -> np.ndarray:
+    """The hidden states of the sequences ``rows`` of a batch, shape [len(rows), hidden]."""
+    if len(rows) == 1:
+        n = rows[0]
+        return (lm._emb_last[last[n]] + lm._emb_prev[prev[n]] + lm._emb_pos[positions[n]])[None]
+    count = len(rows)
+    return lm._hidden_rows(
+        np.fromiter((prev[n] for n in rows), dtype=np.intp, count=count),
+        np.fromiter((last[n] for n in rows), dtype=np.intp, count=count),
+        np.fromiter((positions[n] for n in rows), dtype=np.intp, count=count),
+    )
+
+
+def _choose_greedy_batched(
+    lm: ReferenceLM,
+    fast: list[tuple[int, _Candidates, bool, list[int]]],
+    prev: list[int],
+    last: list[int],
+    positions: list[int],
+    chosen: list[int],
+) -> list[tuple[int, _Candidates, bool, list[int]]]:
+    """The fast path of :func:`choose_tokens` for many sequences at once: their candidates are
+    scored as one flat array (segments of the model's concatenated entries). Returns the sequences
+    it leaves to the per-sequence path: bad words, or candidates cut down by the budget."""
+    rest = [f for f in fast if f[3] or f[1].start < 0]
+    if rest:
+        fast = [f for f in fast if not (f[3] or f[1].start < 0)]
+        if not fast:
+            return rest
+    count = len(fast)
+    rows = [n for n, _, _, _ in fast]
+    starts = np.fromiter((f[1].start for f in fast), dtype=np.int64, count=count)
+    sizes = np.fromiter((f[1].tokens.size for f in fast), dtype=np.int64, count=count)
+    ends = np.cumsum(sizes)
+    firsts = ends - sizes  # where each sequence's segment begins in the flat arrays
+    segment = np.repeat(np.arange(count), sizes)
+    flat = np.arange(int(ends[-1])) + (starts - firsts)[segment]
+    hidden = _hidden_of(lm, rows, prev, last, positions)
+    own = np.einsum("kh,kh->k", lm._all_out_rows[flat], hidden[segment])  # exact integer sums
+    scores = np.floor((own - np.minimum.reduceat(own, firsts)[segment]) / 4) + lm._all_extra[flat]
+    # Best score first, then the lowest id, as one integer per candidate (scores are small integers).
+    tokens = lm._all_tokens[flat]
+    keys = scores.astype(np.int64) * (1 << 32) + ((1 << 32) - 1 - tokens)
+    best = (1 << 32) - 1 - (np.maximum.reduceat(keys, firsts) & ((1 << 32) - 1))
+    for n, token in zip(rows, best.tolist()):
+        chosen[n] = token
+    return rest
+
+
+def _choose_from_row(
+    lm: ReferenceLM,
+    row: np.ndarray,
+    maximum: float,
+    usable: _Candidates | None,
+    exclusive: bool,
+    banned: list[int],
+    sequence: SequenceState,
+) -> int:
+    """One sequence's token from its whole logits row (modified in place) and the row's maximum."""
+    if usable is not None:  # scored from the row before anything is banned
+        own = row[usable.tokens]
+        # Integer-valued float32, so the choice is exact on every machine. The weights' own preference
+        # is damped to about a nat, so that at temperature 1 the sampler does take other branches.
+        scores = maximum + lm.corpus_bonus + np.floor((own - own.min()) / 4) + usable.extra
+    row += lm._never_mask
+    if usable is not None:
+        if exclusive:
+            row[:] = -np.inf
+        row[usable.tokens] = scores
+    if banned:
+        row[banned] = -np.inf
+    elif usable is not None:  # the candidates' scores are finite
+        return _choose_one(row, sequence.params, sequence.position)
+    if not np.isfinite(row).any():  # everything the text allows is a bad word: leave the text
+        row[:] = lm.logits(*(np.array([v]) for v in sequence.last_two()), np.array([sequence.position]))[0]
+        row[lm.never_sampled] = -np.inf
+        row[banned] = -np.inf
+    return _choose_one(row, sequence.params, sequence.position)
 
 
 def _choose_one(row: np.ndarray, params: SamplingParams, position: int) -> int:
