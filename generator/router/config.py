@@ -8,7 +8,7 @@ DNS name such as a Kubernetes headless Service that resolves to every replica).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,7 +31,7 @@ __all__ = [
     "parse_routes",
 ]
 
-ROUTES_API_VERSION = "tritonstack/routes-v1"
+ROUTES_API_VERSION: Final = "tritonstack/routes-v1"
 
 # The tensor contract the router speaks to a route's Triton model(s). A file without the field
 # predates the others and meant the ensemble contract.
