@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.triton]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-TOKENIZERS = Path(__file__).resolve().parent.parent / "examples" / "tokenizers"
+from tests.support import paths
+
+TOKENIZERS = paths.REPO_ROOT / "examples" / "tokenizers"
 NAMES = ["tiny-chat", "tiny-base", "tiny-sp"]
 
 

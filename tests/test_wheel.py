@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO_ROOT
+from tests.support.paths import EXAMPLES, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,7 @@ from generator import write as write_module
 from generator.cli import main
 from generator.errors import WriteError
 from generator.write import MANIFEST, check_output, diff_output, with_manifest, write_output
-
-from .conftest import EXAMPLES
+from tests.support.paths import EXAMPLES
 
 
 def files(**contents: str) -> dict[str, bytes]:

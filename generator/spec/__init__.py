@@ -5,7 +5,7 @@ cross-field checks; ``router.py``, ``exporter.py`` and ``deploy.py`` the setting
 exporter and the deployment; ``model_facts.py`` the architecture numbers a spec may state;
 ``releases.py`` the Triton release catalog; ``base.py`` the shared field types and tritonserver's
 default ports; ``source.py`` the YAML reader that keeps line numbers for error messages. The package
-imports nothing else of the project but ``generator.errors`` (``tests/test_spec.py`` checks), so
+imports nothing else of the project but ``generator.errors`` (``tests/spec/test_spec.py`` checks), so
 router, exporter, plan and render all import their settings from the spec, never the reverse.
 """
 

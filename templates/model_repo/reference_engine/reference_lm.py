@@ -518,7 +518,7 @@ def choose_tokens(lm: ReferenceLM, sequences: list[SequenceState]) -> list[int]:
     """The next token of every sequence, computed as one batch.
 
     The tokens are those of the plain formulation (kept as the oracle of
-    tests/test_reference_lm_speedup.py): one logits row per sequence, the corpus's usable candidates
+    tests/reference_engine/test_lm_speedup.py): one logits row per sequence, the corpus's usable candidates
     scored ``corpus_bonus`` above the row's maximum (ordered by their own logits, damped, and how
     often the text has them; the only choice inside a multibyte character), special tokens and
     fragments and bad words set to -inf, then greedy argmax or sampling. A greedy sequence with a
