@@ -22,7 +22,8 @@ counts; without the stamp the app's first sight of the request stands in.
 Three tensor contracts behind a route (``routes.yaml`` ``protocol``): ``engine`` (the default:
 the ``tensorrt_llm`` model itself; the router tokenizes once, sends ids and detokenizes the
 ``output_ids`` with ``engine``), ``ensemble`` (our BLS or the ensembles, text in and out) and
-``llmapi`` (the LLM-API model, cumulative text out).
+``llmapi`` (the LLM-API model, cumulative text out). Each is one class in ``protocols``, chosen once
+per model when the routes are installed: it builds the inputs and turns the answers into text pieces.
 
 Disconnects: the server silently drops writes to a closed connection, so each inference request runs
 next to a watcher of ``http.disconnect`` that cancels it; cancellation closes the upstream stream,
@@ -49,11 +50,11 @@ from generator.router.auth import ApiKeys, load_api_keys
 from generator.router.config import Aggregated, ModelRoute, Routes
 from generator.router.disagg import DisaggregatedFlow
 from generator.router.dispatch import Dispatcher, PoolTarget
-from generator.router.engine import detokenized, engine_inputs
 from generator.router.metrics import RouterMetrics
 from generator.router.openapi import openapi_document
 from generator.router.policies import Hints, block_hashes, make_policy, policy_kind
 from generator.router.protocol import ApiError, OpenAIRequest, Shaper, error_body, parse_request, sse
+from generator.router.protocols import UpstreamProtocol, upstream_protocol
 from generator.router.replicas import PoolState, ReplicaMonitor
 from generator.router.stops import StopTrimmer
 from generator.router.tokens import ModelTokenizer, TokenizerLoader, check_prompt_bytes, load_tokenizer
@@ -80,9 +81,9 @@ class ModelEntry:
     tokenizer: ModelTokenizer
     pool_label: str
     pools: tuple[PoolState, ...]
+    protocol: UpstreamProtocol  # routes.yaml serving.protocol, chosen once here
     aggregated: PoolTarget | None = None
     triton_model: str = ""
-    protocol: str = "ensemble"  # routes.yaml serving.protocol: "engine", "ensemble" or "llmapi"
     disaggregated: DisaggregatedFlow | None = None
 
 
@@ -172,9 +173,9 @@ class RouterApp:
                     tokenizer,
                     pool.name,
                     (pool,),
+                    upstream_protocol(serving.protocol),
                     aggregated=PoolTarget(pool, policies[pool.name]),
                     triton_model=serving.triton_model,
-                    protocol=serving.protocol,
                 )
             else:
                 prefill, decode = pools[serving.prefill.pool], pools[serving.decode.pool]
@@ -195,8 +196,8 @@ class RouterApp:
                     tokenizer,
                     f"{prefill.name}+{decode.name}",
                     (prefill, decode),
+                    upstream_protocol(serving.protocol),
                     disaggregated=flow,
-                    protocol=serving.protocol,
                 )
         old_monitor = self.monitor
         monitor = ReplicaMonitor(pools, dict(routes.pools), self.upstream, settings, self.clock)
@@ -410,11 +411,15 @@ class RouterApp:
             param="messages" if request.chat else "prompt",
         )
         ids: list[int] | None = None
-        engine = entry.protocol == "engine"
         bound = tokenizer.token_bound(text, special)
         # One tokenization per request: the engine path sends these ids, prefix-aware routing hashes
         # them, and the usage count is their length.
-        if engine or bound is None or bound > route.max_input_len or policy_kind(settings.policy).needs_token_ids:
+        if (
+            entry.protocol.needs_token_ids
+            or bound is None
+            or bound > route.max_input_len
+            or policy_kind(settings.policy).needs_token_ids
+        ):
             ids = await tokenizer.encode(text, special)
             if len(ids) > route.max_input_len:
                 raise ApiError(
@@ -427,24 +432,16 @@ class RouterApp:
         request.max_tokens = max_tokens
         # A model served without streaming (not decoupled) answers once; a client that asked for a
         # stream still gets SSE, with the whole text in one event.
-        upstream_stream = request.stream and route.streaming
-        if engine:
-            assert ids is not None
-            if not ids:
-                raise ApiError(400, "the prompt is empty: send some text to continue from", param="prompt")
-            inputs = engine_inputs(route, request, max_tokens, ids, tokenizer, stream=upstream_stream)
-        elif entry.protocol == "llmapi":
-            if request.min_tokens is not None:
-                raise ApiError(
-                    400,
-                    f"'min_tokens' is not supported by model {entry.name!r} (its LLM-API model has no such input)",
-                    param="min_tokens",
-                )
-            # It takes plain text: the chat template, already applied above, is not rendered again.
-            plain = tokenizer.plain_text(text) if request.messages is not None else text
-            inputs = _llmapi_inputs(plain, request, max_tokens, stream=upstream_stream)
-        else:
-            inputs = _ensemble_inputs(route, request, max_tokens, stream=upstream_stream)
+        inputs = entry.protocol.inputs(
+            model=entry.name,
+            route=route,
+            request=request,
+            max_tokens=max_tokens,
+            text=text,
+            ids=ids,
+            tokenizer=tokenizer,
+            stream=request.stream and route.streaming,
+        )
         session = headers.get(settings.session_header.lower().encode())
         hints = Hints(
             session=session.decode(errors="replace") if session else request.user,
@@ -452,82 +449,6 @@ class RouterApp:
         )
         prompt = _PromptSize(text, special, None if ids is None else len(ids))
         return GenerateCall(model="", inputs=inputs, request_id=request_id), hints, prompt
-
-
-def _ensemble_inputs(
-    route: ModelRoute, request: OpenAIRequest, max_tokens: int, *, stream: bool
-) -> dict[str, Any]:
-    """Inputs of our BLS / ensembles: the chat messages go as JSON, preprocessing applies the template."""
-    inputs: dict[str, Any] = {
-        "text_input": request.prompt or "",
-        "max_tokens": max_tokens,
-        "stream": stream,
-    }
-    if request.messages is not None:
-        inputs["messages"] = orjson.dumps(request.messages).decode()
-    if request.temperature is not None:
-        inputs["temperature"] = request.temperature
-    if request.top_p is not None:
-        inputs["top_p"] = request.top_p
-    if request.top_k is not None:
-        inputs["top_k"] = request.top_k
-    if request.seed is not None:
-        inputs[route.seed_input] = request.seed
-    if request.min_tokens is not None:
-        inputs["min_tokens" if route.seed_input == "seed" else "min_length"] = request.min_tokens
-    if request.presence_penalty is not None:
-        inputs["presence_penalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        inputs["frequency_penalty"] = request.frequency_penalty
-    if request.stop:
-        inputs["stop_words"] = list(request.stop)
-    if route.token_count_outputs:
-        inputs["return_num_input_tokens"] = True
-        inputs["return_num_output_tokens"] = True
-    return inputs
-
-
-def _llmapi_inputs(text: str, request: OpenAIRequest, max_tokens: int, *, stream: bool) -> dict[str, Any]:
-    """Inputs of the LLM-API model (https://github.com/NVIDIA/TensorRT-LLM/tree/main/triton_backend/
-    all_models/llmapi); ``text`` is the prompt, or a chat request's messages through the chat template."""
-    inputs: dict[str, Any] = {
-        "text_input": text,
-        "streaming": stream,
-        "sampling_param_max_tokens": max_tokens,
-        # The model's default is False (the prompt would lead text_output); OpenAI answers exclude it.
-        "sampling_param_exclude_input_from_output": True,
-        "return_finish_reason": True,
-    }
-    if request.temperature is not None:
-        inputs["sampling_param_temperature"] = request.temperature
-    if request.top_p is not None:
-        inputs["sampling_param_top_p"] = request.top_p
-    if request.top_k is not None:
-        inputs["sampling_param_top_k"] = request.top_k
-    if request.seed is not None:
-        inputs["sampling_param_seed"] = request.seed
-    if request.presence_penalty is not None:
-        inputs["sampling_param_presence_penalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        inputs["sampling_param_frequency_penalty"] = request.frequency_penalty
-    if request.stop:
-        # Every stop string lets the engine end early; the router's StopTrimmer still cuts the text.
-        inputs["sampling_param_stop"] = list(request.stop)
-    return inputs
-
-
-async def _text_deltas(responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
-    """The LLM-API model streams its whole text so far in every response (``output.text``, not the
-    difference); the rest of the router works with pieces. Text already sent stays sent: a response
-    that revises earlier characters (detokenizer) contributes only what lies beyond them."""
-    previous = ""
-    async with aclosing(responses) as upstream:
-        async for response in upstream:
-            text = response.text
-            response.text = text[len(previous) :]
-            if len(text) > len(previous):
-                previous = text
-            yield response
 
 
 @dataclass
@@ -571,19 +492,17 @@ class _Exchange:
     def _responses(self) -> AsyncIterator[Response]:
         entry = self.entry
         if entry.aggregated is not None:
-            responses = self.app.dispatcher.stream(
-                entry.aggregated, replace(self.call, model=entry.triton_model), self.hints
+            responses = entry.protocol.pieces(
+                self.app.dispatcher.stream(
+                    entry.aggregated, replace(self.call, model=entry.triton_model), self.hints
+                )
             )
-            if entry.protocol == "llmapi":
-                return _text_deltas(responses)
         else:
-            assert entry.disaggregated is not None
+            assert entry.disaggregated is not None  # the flow hands out pieces itself
             responses = entry.disaggregated.run(
                 entry.name, self.call, self.hints, self.request.stream and entry.route.streaming, self._finished
             )
-        if entry.protocol == "engine":  # token ids → text, here rather than in a Python model in Triton
-            return detokenized(responses, entry.tokenizer, self.prompt.tokens(entry.tokenizer))
-        return responses
+        return entry.protocol.responses(responses, entry.tokenizer, lambda: self.prompt.tokens(entry.tokenizer))
 
     def _finished(self, context: Response) -> bool:
         """Did the prefill phase already end the request?"""
@@ -592,9 +511,7 @@ class _Exchange:
         tokenizer = self.entry.tokenizer
         if context.output_ids and context.output_ids[-1] in tokenizer.end_ids:
             return True
-        text = context.text
-        if self.entry.protocol == "engine" and context.output_ids:
-            text = tokenizer.decode(context.output_ids)
+        text = self.entry.protocol.text(context, tokenizer)
         return any(stop in text for stop in self.request.stop)
 
     def _usage(self, text: str, last: Response | None) -> dict[str, int]:

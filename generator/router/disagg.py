@@ -38,6 +38,7 @@ from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints
 from generator.router.protocol import ApiError
+from generator.router.protocols import text_pieces
 from generator.router.upstream import GenerateCall, Response
 
 __all__ = ["DisaggregatedFlow"]
@@ -135,7 +136,7 @@ class DisaggregatedFlow:
         first = True
         decode = self.dispatcher.stream(self.decode, generation_call, hints, retries=0 if streaming else None)
         if llmapi:
-            decode = _text_pieces(decode)
+            decode = text_pieces(decode)
         async with aclosing(decode) as responses:
             async for response in responses:
                 if first:
@@ -162,14 +163,3 @@ def _merge(a: Response, b: Response) -> Response:
         disaggregated_params=b.disaggregated_params or a.disaggregated_params,
     )
 
-
-async def _text_pieces(responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
-    """Cumulative LLM-API text → the new piece of each response (text already passed on stays)."""
-    previous = ""
-    async with aclosing(responses) as upstream:
-        async for response in upstream:
-            text = response.text
-            response.text = text[len(previous) :]
-            if len(text) > len(previous):
-                previous = text
-            yield response

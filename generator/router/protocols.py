@@ -1,0 +1,234 @@
+"""The upstream protocols: the tensor contract a route speaks to its Triton model(s).
+
+``routes.yaml``'s ``serving.protocol`` names one of three, and :func:`upstream_protocol` picks its
+class once per model when the routes are installed. Each answers the same three questions, so the
+app never asks which one it holds (``protocol.py`` is the other side: the OpenAI requests):
+
+* :meth:`UpstreamProtocol.inputs` — the request's inputs for the Triton model;
+* :meth:`UpstreamProtocol.pieces` — one pool's answers, each carrying only its new text;
+* :meth:`UpstreamProtocol.responses` — the route's answers as text pieces with token counts.
+
+``engine``: the ``tensorrt_llm`` model itself, token ids in and out (``engine.py``). ``ensemble``:
+our BLS or the ensembles, text in and text pieces out. ``llmapi``: the LLM-API model, text and
+``sampling_param_*`` in, the whole text so far out
+(https://github.com/NVIDIA/TensorRT-LLM/tree/main/triton_backend/all_models/llmapi).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, ClassVar
+
+import orjson
+
+from generator.router.config import ModelRoute, Protocol
+from generator.router.engine import detokenized, engine_inputs
+from generator.router.protocol import ApiError, OpenAIRequest
+from generator.router.tokens import ModelTokenizer
+from generator.router.upstream import Response
+
+__all__ = [
+    "EngineProtocol",
+    "EnsembleProtocol",
+    "LlmApiProtocol",
+    "UpstreamProtocol",
+    "text_pieces",
+    "upstream_protocol",
+]
+
+
+class UpstreamProtocol:
+    """A tensor contract; the base is the text-in, text-pieces-out shape every protocol starts from."""
+
+    name: ClassVar[Protocol]
+    # The request's prompt ids are needed to build the inputs (not only for routing or limits).
+    needs_token_ids: ClassVar[bool] = False
+
+    def inputs(
+        self,
+        *,
+        model: str,
+        route: ModelRoute,
+        request: OpenAIRequest,
+        max_tokens: int,
+        text: str,
+        ids: list[int] | None,
+        tokenizer: ModelTokenizer,
+        stream: bool,
+    ) -> dict[str, Any]:
+        """Inputs for one request; ``text`` is the prompt, or a chat request's messages through the
+        chat template; ``ids`` its token ids when they were computed (always, if ``needs_token_ids``)."""
+        raise NotImplementedError
+
+    def pieces(self, responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
+        """One pool's answers with each response carrying only the text it adds."""
+        return responses
+
+    def responses(
+        self, responses: AsyncIterator[Response], tokenizer: ModelTokenizer, prompt_tokens: Callable[[], int]
+    ) -> AsyncIterator[Response]:
+        """The route's answers (one pool's pieces, or the disaggregated flow's) as the text pieces
+        the client gets."""
+        return responses
+
+    def text(self, response: Response, tokenizer: ModelTokenizer) -> str:
+        """The text of one answer (the prefill's, to see whether it already ended the request)."""
+        return response.text
+
+
+class EngineProtocol(UpstreamProtocol):
+    """The ``tensorrt_llm`` model: the router tokenizes, sends ids and detokenizes ``output_ids``."""
+
+    name = "engine"
+    needs_token_ids = True
+
+    def inputs(
+        self,
+        *,
+        model: str,
+        route: ModelRoute,
+        request: OpenAIRequest,
+        max_tokens: int,
+        text: str,
+        ids: list[int] | None,
+        tokenizer: ModelTokenizer,
+        stream: bool,
+    ) -> dict[str, Any]:
+        assert ids is not None  # needs_token_ids
+        if not ids:
+            raise ApiError(400, "the prompt is empty: send some text to continue from", param="prompt")
+        return engine_inputs(route, request, max_tokens, ids, tokenizer, stream=stream)
+
+    def responses(
+        self, responses: AsyncIterator[Response], tokenizer: ModelTokenizer, prompt_tokens: Callable[[], int]
+    ) -> AsyncIterator[Response]:
+        # token ids → text, here rather than in a Python model in Triton
+        return detokenized(responses, tokenizer, prompt_tokens())
+
+    def text(self, response: Response, tokenizer: ModelTokenizer) -> str:
+        return tokenizer.decode(response.output_ids) if response.output_ids else response.text
+
+
+class EnsembleProtocol(UpstreamProtocol):
+    """Our BLS or the ensembles: the chat messages go as JSON, preprocessing applies the template."""
+
+    name = "ensemble"
+
+    def inputs(
+        self,
+        *,
+        model: str,
+        route: ModelRoute,
+        request: OpenAIRequest,
+        max_tokens: int,
+        text: str,
+        ids: list[int] | None,
+        tokenizer: ModelTokenizer,
+        stream: bool,
+    ) -> dict[str, Any]:
+        inputs: dict[str, Any] = {
+            "text_input": request.prompt or "",
+            "max_tokens": max_tokens,
+            "stream": stream,
+        }
+        if request.messages is not None:
+            inputs["messages"] = orjson.dumps(request.messages).decode()
+        if request.temperature is not None:
+            inputs["temperature"] = request.temperature
+        if request.top_p is not None:
+            inputs["top_p"] = request.top_p
+        if request.top_k is not None:
+            inputs["top_k"] = request.top_k
+        if request.seed is not None:
+            inputs[route.seed_input] = request.seed
+        if request.min_tokens is not None:
+            inputs["min_tokens" if route.seed_input == "seed" else "min_length"] = request.min_tokens
+        if request.presence_penalty is not None:
+            inputs["presence_penalty"] = request.presence_penalty
+        if request.frequency_penalty is not None:
+            inputs["frequency_penalty"] = request.frequency_penalty
+        if request.stop:
+            inputs["stop_words"] = list(request.stop)
+        if route.token_count_outputs:
+            inputs["return_num_input_tokens"] = True
+            inputs["return_num_output_tokens"] = True
+        return inputs
+
+
+class LlmApiProtocol(UpstreamProtocol):
+    """The LLM-API model: plain text and ``sampling_param_*`` in, cumulative ``text_output`` out."""
+
+    name = "llmapi"
+
+    def inputs(
+        self,
+        *,
+        model: str,
+        route: ModelRoute,
+        request: OpenAIRequest,
+        max_tokens: int,
+        text: str,
+        ids: list[int] | None,
+        tokenizer: ModelTokenizer,
+        stream: bool,
+    ) -> dict[str, Any]:
+        if request.min_tokens is not None:
+            raise ApiError(
+                400,
+                f"'min_tokens' is not supported by model {model!r} (its LLM-API model has no such input)",
+                param="min_tokens",
+            )
+        # It takes plain text: the chat template, already applied, is not rendered again.
+        plain = tokenizer.plain_text(text) if request.messages is not None else text
+        inputs: dict[str, Any] = {
+            "text_input": plain,
+            "streaming": stream,
+            "sampling_param_max_tokens": max_tokens,
+            # The model's default is False (the prompt would lead text_output); OpenAI answers exclude it.
+            "sampling_param_exclude_input_from_output": True,
+            "return_finish_reason": True,
+        }
+        if request.temperature is not None:
+            inputs["sampling_param_temperature"] = request.temperature
+        if request.top_p is not None:
+            inputs["sampling_param_top_p"] = request.top_p
+        if request.top_k is not None:
+            inputs["sampling_param_top_k"] = request.top_k
+        if request.seed is not None:
+            inputs["sampling_param_seed"] = request.seed
+        if request.presence_penalty is not None:
+            inputs["sampling_param_presence_penalty"] = request.presence_penalty
+        if request.frequency_penalty is not None:
+            inputs["sampling_param_frequency_penalty"] = request.frequency_penalty
+        if request.stop:
+            # Every stop string lets the engine end early; the router's StopTrimmer still cuts the text.
+            inputs["sampling_param_stop"] = list(request.stop)
+        return inputs
+
+    def pieces(self, responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
+        return text_pieces(responses)
+
+
+async def text_pieces(responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
+    """The LLM-API model streams its whole text so far in every response (``output.text``, not the
+    difference); the rest of the router works with pieces. Text already sent stays sent: a response
+    that revises earlier characters (detokenizer) contributes only what lies beyond them."""
+    previous = ""
+    async with aclosing(responses) as upstream:
+        async for response in upstream:
+            text = response.text
+            response.text = text[len(previous) :]
+            if len(text) > len(previous):
+                previous = text
+            yield response
+
+
+_PROTOCOLS: dict[Protocol, UpstreamProtocol] = {
+    p.name: p for p in (EngineProtocol(), EnsembleProtocol(), LlmApiProtocol())
+}
+
+
+def upstream_protocol(name: Protocol) -> UpstreamProtocol:
+    """The protocol class for ``routes.yaml``'s ``serving.protocol`` (the schema admits no other name)."""
+    return _PROTOCOLS[name]
