@@ -3,7 +3,7 @@
 The request schemas state what :mod:`generator.router.protocol` accepts (its ranges and limits are
 imported, not repeated), the response schemas what its ``Shaper`` sends, and every error status the
 router answers carries the one error schema. The model names and the largest ``max_tokens`` come
-from ``routes.yaml``; a model's own smaller limit is still a 400. ``tests/test_router_hostile.py``
+from ``routes.yaml``; a model's own smaller limit is still a 400. ``tests/router/test_hostile.py``
 runs schemathesis against this document.
 """
 

@@ -6,7 +6,7 @@ request cycle object and its middleware chain for every request and writes the r
 in a write of their own; here the status line and headers wait for the first body chunk and leave
 in the same write (one loopback send, one wake-up of the client fewer), and a response sent in one
 piece gets a ``Content-Length``. Parsing is ``httptools`` (llhttp), as in uvicorn, which
-``tests/test_router_server.py`` also runs against, as a differential check.
+``tests/router/test_server.py`` also runs against, as a differential check.
 
 What it does, and no more: HTTP/1.0 and 1.1, keep-alive, a 64 KiB bound on the request head,
 pipelined requests answered in order (reading pauses while 16 wait), request bodies in either
