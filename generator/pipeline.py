@@ -15,7 +15,7 @@ from pathlib import Path
 from generator.errors import PlanError
 from generator.plan import plan_stack
 from generator.render import RenderOptions, render
-from generator.render.reference import as_reference_engine
+from generator.render.model_repo.reference import as_reference_engine
 from generator.spec import Stack, load_spec
 from generator.validate import validate_repositories
 from generator.write import with_manifest

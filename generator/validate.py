@@ -194,7 +194,7 @@ def _check_pairs(stack: Stack, repos: dict[str, dict[str, ParsedModel]]) -> list
             continue
         for model in pool.models:
             if uses_llm_api(stack, stack.model(model)):
-                continue  # one <m>_llmapi model on each side (render/llmapi.py), no engine copies to compare
+                continue  # one <m>_llmapi model on each side (render/model_repo/llmapi.py), no engine copies to compare
             context = repos.get(pool.name, {}).get(f"{model}_context")
             generation = repos.get(partner.name, {}).get(f"{model}_generation")
             if context is None or generation is None:

@@ -22,7 +22,7 @@ Three layouts exist, and each needs something different from the node:
   not enabled"); UCX reaches another server. The 1.x backend hard-codes the MPI transceiver and the
   spec refuses such pools (``spec.stack._kv_transfer_problems``).
 * **Prefill and decode pools on the LLM-API path**: ``cache_transceiver_config`` in model.yaml
-  (render/llmapi.py); no environment needed.
+  (render/model_repo/llmapi.py); no environment needed.
 """
 
 from __future__ import annotations

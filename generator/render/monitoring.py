@@ -29,7 +29,7 @@ from generator import yamlio
 from generator.errors import RenderError
 from generator.exporter.config import EXPORTER_API_VERSION
 from generator.naming import headless_dns, service_dns
-from generator.render.deploy_topology import EXPORTER_NAME, ROUTER_NAME
+from generator.render.deploy.topology import EXPORTER_NAME, ROUTER_NAME
 from generator.resources import MONITORING_ROOT
 from generator.spec import Stack
 

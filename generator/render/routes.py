@@ -89,7 +89,7 @@ def _serving(stack: Stack, model: Model) -> Aggregated | Disaggregated:
     decode = stack.partner_of(prefill)
     assert decode is not None  # the spec's cross-checks guarantee a partner
     if uses_llm_api(stack, model):
-        # Both phases are tritonstack's LLM-API model (render/llmapi.py): request_type parameter,
+        # Both phases are tritonstack's LLM-API model (render/model_repo/llmapi.py): request_type parameter,
         # disaggregated_params from the prefill answer into the decode request.
         name = llmapi_model_name(model.name)
         return Disaggregated(

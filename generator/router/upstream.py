@@ -75,7 +75,7 @@ INPUT_TYPES: dict[str, str] = {
     "return_num_input_tokens": "BOOL",
     "return_num_output_tokens": "BOOL",
     "context_phase_params": "UINT8",
-    # The LLM-API model (render/llmapi.py LLMAPI_INPUTS; upstream
+    # The LLM-API model (render/model_repo/llmapi.py LLMAPI_INPUTS; upstream
     # https://github.com/NVIDIA/TensorRT-LLM/tree/main/triton_backend/all_models/llmapi).
     "streaming": "BOOL",
     "sampling_param_max_tokens": "INT32",

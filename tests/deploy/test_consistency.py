@@ -282,7 +282,7 @@ def test_spec_errors_name_the_deploy_field() -> None:
 
 
 def test_topology_is_frozen() -> None:
-    from generator.render.deploy_topology import topology
+    from generator.render.deploy.topology import topology
 
     topo = topology(stack_of("two-pool"))
     with pytest.raises(dataclasses.FrozenInstanceError):

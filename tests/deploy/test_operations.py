@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from generator.commands import router as router_command
-from generator.render.deploy_gateway import ENGINE_LABEL, ENGINE_TYPE, SIDECAR
+from generator.render.deploy.gateway import ENGINE_LABEL, ENGINE_TYPE, SIDECAR
 from generator.resources import MONITORING_ROOT
 from generator.router.config import parse_routes
 from tests.support.deploy import deploy_files, stack_of

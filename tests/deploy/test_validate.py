@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from generator.render.deploy_k8s import K8S_ROOT
+from generator.render.deploy.k8s import K8S_ROOT
 from tests.support.crd import schema_files, validate_custom_resource
 from tests.support.deploy import SPECS, deploy_files, render_all, stack_of
 

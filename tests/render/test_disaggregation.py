@@ -21,7 +21,7 @@ from generator import yamlio
 from generator.errors import SpecError
 from generator.pipeline import build
 from generator.render.disaggregation import in_server_layout, orchestrator_world_size, pool_environment
-from generator.render.llmapi import DISAGGREGATED_MODEL_SOURCE
+from generator.render.model_repo.llmapi import DISAGGREGATED_MODEL_SOURCE
 from generator.render.routes import ROUTES_PATH
 from generator.router.config import parse_routes
 from generator.router.disagg import DisaggregatedFlow

@@ -11,7 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from generator.errors import RenderError
-from generator.render.llmapi import render_llmapi_models
+from generator.render.model_repo.llmapi import render_llmapi_models
 from generator.spec import Stack, Target, parse_spec, uses_llm_api
 from tests.support import paths
 

@@ -25,7 +25,7 @@ import yaml
 from generator.exporter.triton_metrics import parse_triton_metrics
 from generator.naming import pool_triton_models
 from generator.pipeline import build
-from generator.render.deploy_topology import topology, tritonserver_args
+from generator.render.deploy.topology import topology, tritonserver_args
 from generator.render.options import RenderOptions
 from generator.render.routes import ROUTES_PATH, local_routes, render_routes
 from generator.router.config import parse_routes

@@ -16,8 +16,8 @@ from tritonclient.grpc import model_config_pb2
 
 from generator.cli import main
 from generator.pipeline import build
+from generator.render.model_repo.reference import as_reference_engine
 from generator.render.options import RenderOptions
-from generator.render.reference import as_reference_engine
 from generator.runtime.launcher import Launcher, LaunchSettings, free_ports
 from generator.runtime.local_stack import LocalStackSettings, service_url, start_local_stack
 from generator.runtime.tritonserver import find_tritonserver

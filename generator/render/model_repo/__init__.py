@@ -14,10 +14,10 @@ from pathlib import PurePosixPath
 from generator.contract import REFERENCE_CONTRACT_FILE, reference_engine_contract
 from generator.errors import RenderError
 from generator.naming import TritonNames, triton_names
-from generator.render import tensors as T
 from generator.render.disaggregation import in_server_layout
 from generator.render.jinja import render_template
-from generator.render.llmapi import render_llmapi_models
+from generator.render.model_repo import tensors as T
+from generator.render.model_repo.llmapi import render_llmapi_models
 from generator.render.options import RenderOptions
 from generator.resources import TEMPLATES_ROOT
 from generator.spec import Model, Pool, Stack, uses_llm_api

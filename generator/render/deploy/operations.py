@@ -9,7 +9,7 @@
   that reads that same ConfigMap;
 * a Flux ``Kustomization`` per GPU kind beside the Argo CD Application.
 
-Everything is returned as data (dicts) for ``deploy_k8s`` to lay out.
+Everything is returned as data (dicts) for ``k8s`` to lay out.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from generator.errors import RenderError
-from generator.render.deploy_render import K8S_TEMPLATES, render_yaml
-from generator.render.deploy_topology import Topology
+from generator.render.deploy.templates import K8S_TEMPLATES, render_yaml
+from generator.render.deploy.topology import Topology
 from generator.render.monitoring import RULE_FILES
 from generator.spec.deploy import GpuKind, PoolScaling
 

@@ -13,7 +13,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 
-from generator.render.deploy_topology import CONFIG_MOUNT, MODELS_MOUNT
+from generator.render.deploy.topology import CONFIG_MOUNT, MODELS_MOUNT
 from generator.render.options import RenderOptions
 from generator.spec import Stack, uses_llm_api
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from generator import yamlio
 from generator.errors import RenderError
-from generator.render.deploy_pods import ApiKeysRef, PodParts, tool_pod
-from generator.render.deploy_topology import PoolTopology, Topology, image_with_registry
+from generator.render.deploy.pods import ApiKeysRef, PodParts, tool_pod
+from generator.render.deploy.topology import PoolTopology, Topology, image_with_registry
 from generator.router.config import parse_routes
 
 __all__ = [

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from generator.render.deploy_topology import (
+from generator.render.deploy.topology import (
     CONFIG_MOUNT,
     MODELS_MOUNT,
     PoolTopology,

@@ -25,7 +25,7 @@ from typing import Any
 
 from generator.errors import RenderError
 from generator.naming import headless_service
-from generator.render.deploy_gateway import (
+from generator.render.deploy.gateway import (
     ENGINE_LABEL,
     ENGINE_TYPE,
     gateway_objects,
@@ -33,23 +33,27 @@ from generator.render.deploy_gateway import (
     sidecar_routes,
     with_router_sidecar,
 )
-from generator.render.deploy_operations import (
+from generator.render.deploy.operations import (
     ScaleTarget,
     dashboard_objects,
     flux_kustomization,
     prometheus_rule,
     scaled_objects,
 )
-from generator.render.deploy_pods import ApiKeysRef, PodParts, lws_pods, tool_pod, triton_pod
-from generator.render.deploy_render import K8S_TEMPLATES, render_yaml
-from generator.render.deploy_topology import (
-    CONFIG_MOUNT,
+from generator.render.deploy.pods import ApiKeysRef, PodParts, lws_pods, tool_pod, triton_pod
+from generator.render.deploy.templates import K8S_TEMPLATES, render_yaml
+from generator.render.deploy.topology import (
     EXPORTER_CONFIG_FILE,
+    EXPORTER_HEALTH_PATH,
     EXPORTER_NAME,
     ROUTER_CONFIG_FILE,
+    ROUTER_HEALTH_PATH,
     ROUTER_NAME,
+    ROUTER_READY_PATH,
     PoolTopology,
     Topology,
+    exporter_args,
+    router_args,
 )
 from generator.spec import Stack
 from generator.spec.deploy import GpuKind
@@ -57,9 +61,6 @@ from generator.spec.deploy import GpuKind
 __all__ = ["K8S_ROOT", "Workload", "config_map_name", "gpu_kinds", "render_kubernetes"]
 
 K8S_ROOT = "deploy/k8s"
-ROUTER_HEALTH_PATH = "/health"  # live
-ROUTER_READY_PATH = "/ready"  # every model has a ready replica in each pool it needs
-EXPORTER_HEALTH_PATH = "/-/healthy"
 Json = dict[str, Any]
 
 
@@ -368,6 +369,7 @@ def _peers_note(topo: Topology, pool: PoolTopology) -> str:
 
 def _tool(
     topo: Topology,
+    *,
     component: str,
     config_file: str,
     content: bytes,
@@ -412,32 +414,6 @@ def _tool(
     return component, render_yaml(K8S_TEMPLATES, "tool.yaml.jinja", context), workload
 
 
-def router_args(stack: Stack) -> list[str]:
-    return [
-        "router",
-        "--config",
-        f"{CONFIG_MOUNT}/{ROUTER_CONFIG_FILE}",
-        # routes.yaml keeps the spec's bind (loopback by default); in a pod the router must listen
-        # on the pod address, which the NetworkPolicy and the Service guard.
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(stack.router.port),
-    ]
-
-
-def exporter_args(stack: Stack) -> list[str]:
-    return [
-        "exporter",
-        "--config",
-        f"{CONFIG_MOUNT}/{EXPORTER_CONFIG_FILE}",
-        "--bind",
-        "0.0.0.0",
-        "--port",
-        str(stack.exporter.port),
-    ]
-
-
 def router_api_keys(stack: Stack) -> ApiKeysRef | None:
     """The router reads keys from where its settings say (api_keys_env / api_keys_file); without
     either it runs open, and no Secret is referenced."""
@@ -453,9 +429,19 @@ def _router(topo: Topology, routes: bytes, header: str) -> tuple[str, bytes, Wor
     # The router is the front door: any client may reach its port (API keys guard it).
     ingress = [{"ports": [{"protocol": "TCP", "port": port}]}]
     return _tool(
-        topo, ROUTER_NAME, ROUTER_CONFIG_FILE, routes, router_args(stack), port, stack.deploy.router.replicas,
-        (ROUTER_READY_PATH, ROUTER_HEALTH_PATH), router_api_keys(stack), True, ingress, header,
-    )  # fmt: skip
+        topo,
+        component=ROUTER_NAME,
+        config_file=ROUTER_CONFIG_FILE,
+        content=routes,
+        args=router_args(stack),
+        port=port,
+        replicas=stack.deploy.router.replicas,
+        probes=(ROUTER_READY_PATH, ROUTER_HEALTH_PATH),
+        api_keys=router_api_keys(stack),
+        with_artifacts=True,
+        ingress=ingress,
+        header=header,
+    )
 
 
 def _exporter(topo: Topology, config: bytes, header: str) -> tuple[str, bytes, Workload]:
@@ -463,9 +449,19 @@ def _exporter(topo: Topology, config: bytes, header: str) -> tuple[str, bytes, W
     port = stack.exporter.port
     ingress = [{"from": [_prometheus_peer(topo)], "ports": [{"protocol": "TCP", "port": port}]}]
     return _tool(
-        topo, EXPORTER_NAME, EXPORTER_CONFIG_FILE, config, exporter_args(stack), port, 1, (EXPORTER_HEALTH_PATH, EXPORTER_HEALTH_PATH), None, False,
-        ingress, header,
-    )  # fmt: skip
+        topo,
+        component=EXPORTER_NAME,
+        config_file=EXPORTER_CONFIG_FILE,
+        content=config,
+        args=exporter_args(stack),
+        port=port,
+        replicas=1,
+        probes=(EXPORTER_HEALTH_PATH, EXPORTER_HEALTH_PATH),
+        api_keys=None,
+        with_artifacts=False,
+        ingress=ingress,
+        header=header,
+    )
 
 
 def _overlay(topo: Topology, kind: GpuKind, workloads: list[Workload], header: str) -> dict[str, bytes]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from generator.errors import RenderError
-from generator.render.deploy_compose import render_compose
-from generator.render.deploy_k8s import render_kubernetes
-from generator.render.deploy_paths import artifact_paths
-from generator.render.deploy_readme import README, render_readme
-from generator.render.deploy_topology import topology
+from generator.render.deploy.compose import render_compose
+from generator.render.deploy.k8s import render_kubernetes
+from generator.render.deploy.paths import artifact_paths
+from generator.render.deploy.readme import README, render_readme
+from generator.render.deploy.topology import topology
 from generator.render.options import RenderOptions
 from generator.spec import Stack
 
@@ -33,7 +33,7 @@ def render_deploy(stack: Stack, rendered: Mapping[str, bytes], options: RenderOp
 
     ``rendered`` holds the other stages' output (at least ``router/routes.yaml``,
     ``monitoring/exporter.yaml`` and ``monitoring/prometheus.yml``; dashboards and rules under
-    ``monitoring/`` are provisioned in compose when present). ``options`` places relative engine/tokenizer paths (see ``deploy_paths``).
+    ``monitoring/`` are provisioned in compose when present). ``options`` places relative engine/tokenizer paths (see ``paths``).
     """
     missing = [path for path in (ROUTES_FILE, EXPORTER_FILE, PROMETHEUS_FILE) if path not in rendered]
     if missing:

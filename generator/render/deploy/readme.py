@@ -1,14 +1,14 @@
 """``deploy/README.md``: what an operator must provide before applying the rendered manifests.
 
 The Secrets to create, what goes on which volume, and the spec paths a pod would not find; the
-same problems :func:`generator.render.deploy_paths.kubernetes_path_problems` reports.
+same problems :func:`generator.render.deploy.paths.kubernetes_path_problems` reports.
 """
 
 from __future__ import annotations
 
-from generator.render.deploy_k8s import gpu_kinds, router_api_keys
-from generator.render.deploy_paths import ArtifactPath, kubernetes_path_problems
-from generator.render.deploy_topology import Topology
+from generator.render.deploy.k8s import gpu_kinds, router_api_keys
+from generator.render.deploy.paths import ArtifactPath, kubernetes_path_problems
+from generator.render.deploy.topology import Topology
 from generator.render.jinja import render_template
 from generator.resources import DEPLOY_ROOT
 

@@ -14,18 +14,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from generator.naming import headless_dns, service_dns
-from generator.render.deploy_k8s import EXPORTER_HEALTH_PATH, ROUTER_READY_PATH, exporter_args, router_args
-from generator.render.deploy_paths import ArtifactPath
-from generator.render.deploy_render import COMPOSE_TEMPLATES, render_yaml
-from generator.render.deploy_topology import (
+from generator.render.deploy.paths import ArtifactPath
+from generator.render.deploy.templates import COMPOSE_TEMPLATES, render_yaml
+from generator.render.deploy.topology import (
     CONFIG_MOUNT,
     EXPORTER_CONFIG_FILE,
+    EXPORTER_HEALTH_PATH,
     EXPORTER_NAME,
     MODELS_MOUNT,
     ROUTER_CONFIG_FILE,
     ROUTER_NAME,
+    ROUTER_READY_PATH,
     PoolTopology,
     Topology,
+    exporter_args,
+    router_args,
     server_command,
 )
 

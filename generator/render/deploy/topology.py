@@ -23,6 +23,11 @@ __all__ = [
     "EXPORTER_NAME",
     "ROUTER_CONFIG_FILE",
     "EXPORTER_CONFIG_FILE",
+    "ROUTER_HEALTH_PATH",
+    "ROUTER_READY_PATH",
+    "EXPORTER_HEALTH_PATH",
+    "router_args",
+    "exporter_args",
     "PoolTopology",
     "Topology",
     "topology",
@@ -36,6 +41,9 @@ ROUTER_NAME = "router"
 EXPORTER_NAME = "exporter"
 ROUTER_CONFIG_FILE = "routes.yaml"
 EXPORTER_CONFIG_FILE = "exporter.yaml"
+ROUTER_HEALTH_PATH = "/health"  # live
+ROUTER_READY_PATH = "/ready"  # every model has a ready replica in each pool it needs
+EXPORTER_HEALTH_PATH = "/-/healthy"
 # The restricted Triton APIs: only callers presenting the admin header reach them. Health, metadata
 # and inference stay open to the router; the exporter reads /metrics, a separate port.
 RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "logging", "trace", "statistics")
@@ -250,3 +258,29 @@ def server_command(stack: Stack, pool: PoolTopology, admin_key_ref: str, extra_m
     for rank in range(1, pool.ranks):
         command += [":", "-n", "1", "tritonserver", *participant_args(pool, rank)]
     return command
+
+
+def router_args(stack: Stack) -> list[str]:
+    return [
+        "router",
+        "--config",
+        f"{CONFIG_MOUNT}/{ROUTER_CONFIG_FILE}",
+        # routes.yaml keeps the spec's bind (loopback by default); in a pod the router must listen
+        # on the pod address, which the NetworkPolicy and the Service guard.
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(stack.router.port),
+    ]
+
+
+def exporter_args(stack: Stack) -> list[str]:
+    return [
+        "exporter",
+        "--config",
+        f"{CONFIG_MOUNT}/{EXPORTER_CONFIG_FILE}",
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        str(stack.exporter.port),
+    ]
