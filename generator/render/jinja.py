@@ -7,6 +7,7 @@ no ``${placeholder}`` or empty value can reach a rendered file.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
@@ -51,7 +52,7 @@ def environment(directory: Path) -> jinja2.Environment:
     return env
 
 
-def render_template(directory: Path, name: str, context: dict[str, object]) -> str:
+def render_template(directory: Path, name: str, context: Mapping[str, object]) -> str:
     try:
         return environment(directory).get_template(name).render(**context)
     except jinja2.UndefinedError as exc:

@@ -234,7 +234,7 @@ def _component_labels(topo: Topology, component: str, pool: str | None = None, e
 
 
 def _pool_pod_labels(topo: Topology, pool: PoolTopology) -> Json:
-    role = {"tritonstack.io/role": pool.pool.role}
+    role: Json = {"tritonstack.io/role": pool.pool.role}
     if pool.name in {p.name for p in gateway_pools(topo)}:
         role[ENGINE_LABEL] = ENGINE_TYPE  # how the endpoint picker reads this pod's metrics
     return _component_labels(topo, "tritonserver", pool.name, role)

@@ -113,13 +113,13 @@ def scaled_objects(topo: Topology, targets: Mapping[str, ScaleTarget]) -> list[J
             raise RenderError(f"pool {pool.name}: autoscaling max_replicas ({maximum}) is below min_replicas ({minimum})")
         queries = trigger_queries(topo, pool.name)
         triggers = []
-        for name, target, metric_type in (
+        for name, threshold, metric_type in (
             ("waiting-requests", scaling.waiting_requests, "AverageValue"),
             ("kv-cache-usage", scaling.kv_cache_usage, "Value"),
             ("tokens-per-second", scaling.tokens_per_second, "AverageValue"),
         ):
-            if target is not None:
-                triggers.append(_trigger(autoscaling.prometheus_url, name, queries[name], target, metric_type))
+            if threshold is not None:
+                triggers.append(_trigger(autoscaling.prometheus_url, name, queries[name], threshold, metric_type))
         if minimum == 0:
             # Only wakes the pool (activationThreshold); the threshold is out of reach so that the
             # triggers above alone size it once it runs.

@@ -125,7 +125,7 @@ def _cache_transceiver(stack: Stack, model: Model) -> dict[str, Any]:
     https://github.com/NVIDIA/TensorRT-LLM/blob/main/tensorrt_llm/llmapi/llm_args.py). Its ``backend``
     literal is lower case in the 0.20/0.21 field ("ucx", "nixl") and upper case from 1.0 on ("UCX",
     "NIXL"); ``max_tokens_in_buffer`` must hold a whole prompt."""
-    backend = model.cache_transceiver.backend
+    backend: str = model.cache_transceiver.backend
     if int(stack.target.release.trtllm.split(".")[0]) < 1:
         backend = backend.lower()
     return {
