@@ -16,6 +16,7 @@ our BLS or the ensembles, text in and text pieces out. ``llmapi``: the LLM-API m
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, ClassVar
@@ -38,13 +39,15 @@ __all__ = [
 ]
 
 
-class UpstreamProtocol:
-    """A tensor contract; the base is the text-in, text-pieces-out shape every protocol starts from."""
+class UpstreamProtocol(ABC):
+    """A tensor contract; the base is the text-in, text-pieces-out shape every protocol starts from.
+    Each protocol says how a request becomes that contract's inputs (:meth:`inputs`)."""
 
     name: ClassVar[Protocol]
     # The request's prompt ids are needed to build the inputs (not only for routing or limits).
     needs_token_ids: ClassVar[bool] = False
 
+    @abstractmethod
     def inputs(
         self,
         *,
@@ -59,7 +62,6 @@ class UpstreamProtocol:
     ) -> dict[str, Any]:
         """Inputs for one request; ``text`` is the prompt, or a chat request's messages through the
         chat template; ``ids`` its token ids when they were computed (always, if ``needs_token_ids``)."""
-        raise NotImplementedError
 
     def pieces(self, responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
         """One pool's answers with each response carrying only the text it adds."""
