@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -28,9 +27,9 @@ from generator.exporter.config import parse_config
 from generator.exporter.gpu_memory import MemInfo, Nvml
 from generator.exporter.processes import ServerProcesses
 from tests.support import paths
+from tests.support.nvml import GIB, nvml_double
 
 FIXTURES = paths.FIXTURES / "metrics"
-GIB = 1 << 30
 
 CONFIG = """apiVersion: tritonstack/exporter-v1
 stack: t
@@ -68,37 +67,6 @@ PROCESSES = {
 }
 
 
-def nvml_module(*, unified: bool) -> SimpleNamespace:
-    """The pynvml calls the exporter makes, answering as one GPU would (no NVIDIA driver here)."""
-
-    class NVMLError(Exception):
-        pass
-
-    class NVMLError_NotSupported(NVMLError):  # noqa: N801 (pynvml's name)
-        pass
-
-    def memory_info(handle: str) -> SimpleNamespace:
-        if unified:
-            raise NVMLError_NotSupported("Not Supported")
-        return SimpleNamespace(used=150 * GIB, total=180 * GIB, free=30 * GIB)
-
-    return SimpleNamespace(
-        NVMLError=NVMLError,
-        NVMLError_NotSupported=NVMLError_NotSupported,
-        nvmlInit=lambda: None,
-        nvmlShutdown=lambda: None,
-        nvmlDeviceGetCount=lambda: 1,
-        nvmlDeviceGetHandleByIndex=lambda i: f"handle{i}",
-        nvmlDeviceGetUUID=lambda h: "GPU-1234",
-        nvmlDeviceGetName=lambda h: b"NVIDIA GB10" if unified else "NVIDIA B200",
-        nvmlDeviceGetMemoryInfo=memory_info,
-        nvmlDeviceGetComputeRunningProcesses=lambda h: [
-            SimpleNamespace(pid=100, usedGpuMemory=2 * GIB),
-            SimpleNamespace(pid=101, usedGpuMemory=40 * GIB),
-        ],
-    )
-
-
 @pytest.fixture
 def executor() -> Iterator[ThreadPoolExecutor]:
     pool = ThreadPoolExecutor(max_workers=4)
@@ -110,7 +78,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 def emitted(executor: ThreadPoolExecutor, *, unified: bool) -> dict[str, int]:
     """Family name -> number of samples in one scrape's exposition text."""
-    nvml = Nvml(nvml_module(unified=unified))
+    nvml = Nvml(nvml_double(unified=unified))
     assert nvml.start()
     collector = TritonstackCollector(
         parse_config(CONFIG),

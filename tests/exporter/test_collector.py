@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,11 +24,11 @@ from generator.exporter.processes import ProcessReadError, ServerProcesses, stub
 from generator.exporter.server import TargetFetchError
 from generator.exporter.triton_metrics import TritonParseError, parse_triton_metrics, samples
 from tests.support import paths
+from tests.support.nvml import GIB, nvml_double
 
 FIXTURES = paths.FIXTURES / "metrics"
 LOADED = (FIXTURES / "triton_stand_in_loaded.txt").read_text()
 CPP_GPU = (FIXTURES / "triton_trtllm_cpp_gpu.txt").read_text()
-GIB = 1 << 30
 
 
 def config(pools: str) -> object:
@@ -260,42 +259,6 @@ def test_a_vanished_server_pid_is_a_failed_source_not_a_crash(executor) -> None:
 
 
 # --- NVML: a discrete GPU and a unified-memory GPU (GB10), through a stand-in NVML module ------------
-
-
-class _NotSupported(Exception):
-    pass
-
-
-def nvml_double(*, unified: bool) -> SimpleNamespace:
-    """The pynvml calls the exporter makes, answering as one GPU would (no NVIDIA driver here)."""
-
-    class NVMLError(Exception):
-        pass
-
-    class NVMLError_NotSupported(NVMLError):  # noqa: N801 (pynvml's name)
-        pass
-
-    def memory_info(handle):
-        if unified:
-            raise NVMLError_NotSupported("Not Supported")
-        return SimpleNamespace(used=150 * GIB, total=180 * GIB, free=30 * GIB)
-
-    return SimpleNamespace(
-        NVMLError=NVMLError,
-        NVMLError_NotSupported=NVMLError_NotSupported,
-        nvmlInit=lambda: None,
-        nvmlShutdown=lambda: None,
-        nvmlDeviceGetCount=lambda: 1,
-        nvmlDeviceGetHandleByIndex=lambda i: f"handle{i}",
-        nvmlDeviceGetUUID=lambda h: "GPU-1234",
-        nvmlDeviceGetName=lambda h: b"NVIDIA GB10" if unified else "NVIDIA B200",
-        nvmlDeviceGetMemoryInfo=memory_info,
-        nvmlDeviceGetComputeRunningProcesses=lambda h: [
-            SimpleNamespace(pid=100, usedGpuMemory=2 * GIB),
-            SimpleNamespace(pid=101, usedGpuMemory=40 * GIB),
-            SimpleNamespace(pid=999, usedGpuMemory=None),
-        ],
-    )
 
 
 @pytest.mark.parametrize("unified", [False, True], ids=["discrete", "unified-gb10"])
