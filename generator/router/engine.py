@@ -39,7 +39,28 @@ from generator.router.protocol import OpenAIRequest
 from generator.router.tokens import ModelTokenizer
 from generator.router.upstream import Response
 
-__all__ = ["detokenized", "engine_inputs", "stop_words_list"]
+__all__ = ["detokenized", "engine_inputs", "renamed", "stop_words_list", "triton_sampling_inputs"]
+
+
+def triton_sampling_inputs(route: ModelRoute, *, engine: bool) -> dict[str, str]:
+    """OpenAI sampling name → the input of the ``tensorrt_llm`` model (``engine``) or of our
+    ensemble/BLS that takes it, in the release's naming (``seed``/``min_tokens`` or
+    ``random_seed``/``min_length``)."""
+    return {
+        "temperature": "temperature",
+        "top_p": "runtime_top_p" if engine else "top_p",
+        "top_k": "runtime_top_k" if engine else "top_k",
+        "seed": route.seed_input,
+        "min_tokens": "min_tokens" if route.seed_input == "seed" else "min_length",
+        "presence_penalty": "presence_penalty",
+        "frequency_penalty": "frequency_penalty",
+    }
+
+
+def renamed(settings: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """``settings`` under the names a model takes them by; a setting it has no input for is left out
+    (a protocol refuses such a request before it builds inputs)."""
+    return {names[name]: value for name, value in settings.items() if name in names}
 
 
 def stop_words_list(tokenizer: ModelTokenizer, stops: Sequence[str]) -> list[int] | None:
@@ -66,9 +87,6 @@ def engine_inputs(
     stream: bool,
 ) -> dict[str, Any]:
     """Inputs of the ``tensorrt_llm`` model (and its context/generation copies) for one request."""
-    newer = (
-        route.seed_input == "seed"
-    )  # the release's name generation: seed/min_tokens or random_seed/min_length
     inputs: dict[str, Any] = {
         "input_ids": input_ids,
         "input_lengths": len(input_ids),
@@ -80,20 +98,7 @@ def engine_inputs(
         inputs["end_id"] = tokenizer.end_id
     if tokenizer.pad_id is not None:
         inputs["pad_id"] = tokenizer.pad_id
-    if request.temperature is not None:
-        inputs["temperature"] = request.temperature
-    if request.top_p is not None:
-        inputs["runtime_top_p"] = request.top_p
-    if request.top_k is not None:
-        inputs["runtime_top_k"] = request.top_k
-    if request.seed is not None:
-        inputs[route.seed_input] = request.seed
-    if request.min_tokens is not None:
-        inputs["min_tokens" if newer else "min_length"] = request.min_tokens
-    if request.presence_penalty is not None:
-        inputs["presence_penalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        inputs["frequency_penalty"] = request.frequency_penalty
+    inputs.update(renamed(request.sampling(), triton_sampling_inputs(route, engine=True)))
     words = stop_words_list(tokenizer, request.stop)
     if words is not None:
         inputs["stop_words_list"] = words

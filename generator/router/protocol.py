@@ -92,6 +92,20 @@ class OpenAIRequest:
     include_usage: bool = False
     user: str | None = None
 
+    def sampling(self) -> dict[str, float | int]:
+        """The sampling settings the client set, by their OpenAI names (each protocol renames them
+        to its model's inputs)."""
+        settings = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "min_tokens": self.min_tokens,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        return {name: value for name, value in settings.items() if value is not None}
+
 
 def _bad(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, param=param)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import orjson
 
 from generator.router.config import ModelRoute, Protocol
-from generator.router.engine import detokenized, engine_inputs
+from generator.router.engine import detokenized, engine_inputs, renamed, triton_sampling_inputs
 from generator.router.protocol import ApiError, OpenAIRequest
 from generator.router.tokens import ModelTokenizer
 from generator.router.upstream import Response
@@ -136,26 +136,20 @@ class EnsembleProtocol(UpstreamProtocol):
         }
         if request.messages is not None:
             inputs["messages"] = orjson.dumps(request.messages).decode()
-        if request.temperature is not None:
-            inputs["temperature"] = request.temperature
-        if request.top_p is not None:
-            inputs["top_p"] = request.top_p
-        if request.top_k is not None:
-            inputs["top_k"] = request.top_k
-        if request.seed is not None:
-            inputs[route.seed_input] = request.seed
-        if request.min_tokens is not None:
-            inputs["min_tokens" if route.seed_input == "seed" else "min_length"] = request.min_tokens
-        if request.presence_penalty is not None:
-            inputs["presence_penalty"] = request.presence_penalty
-        if request.frequency_penalty is not None:
-            inputs["frequency_penalty"] = request.frequency_penalty
+        inputs.update(renamed(request.sampling(), triton_sampling_inputs(route, engine=False)))
         if request.stop:
             inputs["stop_words"] = list(request.stop)
         if route.token_count_outputs:
             inputs["return_num_input_tokens"] = True
             inputs["return_num_output_tokens"] = True
         return inputs
+
+
+# OpenAI sampling name → the LLM-API model's input (it has no min_tokens; such requests are refused).
+_LLMAPI_SAMPLING_INPUTS = {
+    name: f"sampling_param_{name}"
+    for name in ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty")
+}
 
 
 class LlmApiProtocol(UpstreamProtocol):
@@ -191,18 +185,7 @@ class LlmApiProtocol(UpstreamProtocol):
             "sampling_param_exclude_input_from_output": True,
             "return_finish_reason": True,
         }
-        if request.temperature is not None:
-            inputs["sampling_param_temperature"] = request.temperature
-        if request.top_p is not None:
-            inputs["sampling_param_top_p"] = request.top_p
-        if request.top_k is not None:
-            inputs["sampling_param_top_k"] = request.top_k
-        if request.seed is not None:
-            inputs["sampling_param_seed"] = request.seed
-        if request.presence_penalty is not None:
-            inputs["sampling_param_presence_penalty"] = request.presence_penalty
-        if request.frequency_penalty is not None:
-            inputs["sampling_param_frequency_penalty"] = request.frequency_penalty
+        inputs.update(renamed(request.sampling(), _LLMAPI_SAMPLING_INPUTS))
         if request.stop:
             # Every stop string lets the engine end early; the router's StopTrimmer still cuts the text.
             inputs["sampling_param_stop"] = list(request.stop)
