@@ -190,6 +190,13 @@ def triton_pod(topo: Topology, pool: PoolTopology) -> PodParts:
     stack = topo.stack
     command = server_command(stack, pool, f"$({ADMIN_KEY_ENV})", [])
     container = _triton_container(stack, topo, pool, command, with_probes=True)
+    return _triton_pod(stack, pool, container, uses_gpus=pool.uses_gpus)
+
+
+def _triton_pod(stack: Stack, pool: PoolTopology, container: Json, *, uses_gpus: bool) -> PodParts:
+    """A pod running one tritonserver container: the model storage (and its sync init container),
+    shared memory, and the grace period a draining server needs. ``uses_gpus`` is what the pod
+    parts report (a multi-node group's pods all host ranks)."""
     spec = _pod_common(stack, pool.uses_gpus, [*_storage_volumes(stack, True), _shm_volume(stack)])
     sync_index = None
     if stack.deploy.storage.kind == "sync":
@@ -197,8 +204,7 @@ def triton_pod(topo: Topology, pool: PoolTopology) -> PodParts:
         sync_index = 0
     spec["containers"] = [container]
     spec["terminationGracePeriodSeconds"] = TRITON_TERMINATION_GRACE_S
-    mounts = _mount_indexes(spec)
-    return PodParts(spec=spec, artifacts_mounts=mounts, sync_container=sync_index, uses_gpus=pool.uses_gpus)
+    return PodParts(spec=spec, artifacts_mounts=_mount_indexes(spec), sync_container=sync_index, uses_gpus=uses_gpus)
 
 
 def lws_pods(topo: Topology, pool: PoolTopology, lws_name: str) -> tuple[PodParts, PodParts]:
@@ -229,17 +235,9 @@ def lws_pods(topo: Topology, pool: PoolTopology, lws_name: str) -> tuple[PodPart
     leader_container = _triton_container(stack, topo, pool, ["bash", "-c", script], with_probes=True)
     worker_container = _triton_container(stack, topo, pool, ["/usr/sbin/sshd", "-De"], with_probes=False)
     del worker_container["ports"]  # workers serve nothing; the leader's rank 0 is the endpoint
-    parts = []
-    for container in (leader_container, worker_container):
-        spec = _pod_common(stack, pool.uses_gpus, [*_storage_volumes(stack, True), _shm_volume(stack)])
-        sync_index = None
-        if stack.deploy.storage.kind == "sync":
-            spec["initContainers"] = [_sync_container(stack, pool.name)]
-            sync_index = 0
-        spec["containers"] = [container]
-        spec["terminationGracePeriodSeconds"] = TRITON_TERMINATION_GRACE_S
-        parts.append(PodParts(spec=spec, artifacts_mounts=_mount_indexes(spec), sync_container=sync_index, uses_gpus=True))
-    return parts[0], parts[1]
+    leader = _triton_pod(stack, pool, leader_container, uses_gpus=True)
+    worker = _triton_pod(stack, pool, worker_container, uses_gpus=True)
+    return leader, worker
 
 
 @dataclass(frozen=True)
