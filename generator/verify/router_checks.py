@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,33 +135,47 @@ def _greedy(model: str, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
 
 
 def _completions(router: RouterTarget, model: str) -> str:
-    body = {**_greedy(model), "prompt": PROMPT}
-    whole = _post(router, "/v1/completions", body)
-    text = whole["choices"][0]["text"]
-    if not text:
-        raise _Failed("empty completion")
-    usage = _usage(whole.get("usage"), "completion", MAX_TOKENS)
-    chunks = _stream(router, "/v1/completions", {**body, "stream_options": {"include_usage": True}})
-    streamed = "".join(c["choices"][0].get("text", "") for c in chunks if c.get("choices"))
-    if streamed != text:
-        raise _Failed(f"streamed {streamed!r} != whole {text!r}")
-    if _usage(chunks[-1].get("usage"), "streamed completion (include_usage)", MAX_TOKENS) != usage:
-        raise _Failed(f"streamed usage {chunks[-1].get('usage')} != whole {whole.get('usage')}")
-    return f"stream == whole; usage {usage[0]}+{usage[1]}"
+    return _stream_equals_whole(
+        router,
+        "/v1/completions",
+        {**_greedy(model), "prompt": PROMPT},
+        "completion",
+        whole_text=lambda answer: answer["choices"][0]["text"],
+        piece_text=lambda choice: choice.get("text", ""),
+    )
 
 
 def _chat(router: RouterTarget, model: str) -> str:
-    body = {**_greedy(model), "messages": [{"role": "user", "content": PROMPT}]}
-    whole = _post(router, "/v1/chat/completions", body)
-    text = whole["choices"][0]["message"]["content"]
+    return _stream_equals_whole(
+        router,
+        "/v1/chat/completions",
+        {**_greedy(model), "messages": [{"role": "user", "content": PROMPT}]},
+        "chat",
+        whole_text=lambda answer: answer["choices"][0]["message"]["content"],
+        piece_text=lambda choice: choice["delta"].get("content") or "",
+    )
+
+
+def _stream_equals_whole(
+    router: RouterTarget,
+    path: str,
+    body: dict[str, Any],
+    what: str,
+    *,
+    whole_text: Callable[[dict[str, Any]], str],
+    piece_text: Callable[[dict[str, Any]], str],
+) -> str:
+    """The answer, then the same request streamed (with include_usage): same text, same usage."""
+    whole = _post(router, path, body)
+    text = whole_text(whole)
     if not text:
-        raise _Failed("empty chat answer")
-    usage = _usage(whole.get("usage"), "chat", MAX_TOKENS)
-    chunks = _stream(router, "/v1/chat/completions", {**body, "stream_options": {"include_usage": True}})
-    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        raise _Failed(f"empty {what} answer")
+    usage = _usage(whole.get("usage"), what, MAX_TOKENS)
+    chunks = _stream(router, path, {**body, "stream_options": {"include_usage": True}})
+    streamed = "".join(piece_text(c["choices"][0]) for c in chunks if c.get("choices"))
     if streamed != text:
         raise _Failed(f"streamed {streamed!r} != whole {text!r}")
-    if _usage(chunks[-1].get("usage"), "streamed chat (include_usage)", MAX_TOKENS) != usage:
+    if _usage(chunks[-1].get("usage"), f"streamed {what} (include_usage)", MAX_TOKENS) != usage:
         raise _Failed(f"streamed usage {chunks[-1].get('usage')} != whole {whole.get('usage')}")
     return f"stream == whole; usage {usage[0]}+{usage[1]}"
 
