@@ -111,8 +111,16 @@ class Dispatcher:
         allowed = max(1, len(pool.replicas) * self.settings.max_ejection_percent // 100)
         return out < allowed
 
-    def _failed(self, pool: PoolState, replica: Replica) -> None:
+    def _failed(self, pool: PoolState, replica: Replica, reason: str) -> None:
+        """Count a transport failure (``reason``) against ``replica``; eject it after a streak."""
         replica.consecutive_failures += 1
+        log.warning(
+            "%s replica %s failed (%d in a row): %s",
+            replica.pool,
+            replica.key,
+            replica.consecutive_failures,
+            reason,
+        )
         if replica.ejected or replica.consecutive_failures < self.settings.eject_after_failures:
             return
         if not self._may_eject(pool):
@@ -171,14 +179,16 @@ class Dispatcher:
                     async with asyncio.timeout(self.settings.first_token_timeout_s):
                         first = await anext(responses, None)
                 except UpstreamUnavailable as exc:
-                    self._failed(pool, replica)
+                    self._failed(pool, replica, str(exc))
                     tried.append(replica)
                     last_problem = str(exc)
                     if attempt + 1 < attempts:
                         self.metrics.retries.labels(pool.name).inc()
                     continue
                 except TimeoutError:
-                    self._failed(pool, replica)
+                    self._failed(
+                        pool, replica, f"no first response within {self.settings.first_token_timeout_s}s"
+                    )
                     raise ApiError(
                         504,
                         f"no response from pool {pool.name!r} within {self.settings.first_token_timeout_s}s",
@@ -211,7 +221,7 @@ class Dispatcher:
             except UpstreamFailed as exc:
                 raise ApiError(502, f"upstream error: {exc}", "server_error") from None
             except UpstreamUnavailable as exc:
-                self._failed(pool, replica)
+                self._failed(pool, replica, f"connection lost mid-response: {exc}")
                 raise ApiError(502, f"upstream connection lost mid-response: {exc}", "server_error") from None
             except TimeoutError:
                 raise ApiError(

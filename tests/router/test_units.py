@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -373,7 +374,9 @@ class ScriptedUpstream:
         return None
 
 
-def test_ejected_replica_stays_out_for_the_hold_even_when_ready_and_holds_double() -> None:
+def test_ejected_replica_stays_out_for_the_hold_even_when_ready_and_holds_double(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         now = [100.0]
         settings = RouterSettings(eject_after_failures=1, ejection_s=5.0, max_retries=0)
@@ -388,9 +391,11 @@ def test_ejected_replica_stays_out_for_the_hold_even_when_ready_and_holds_double
         async def attempt() -> list[str]:
             return [r.text async for r in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints())]
 
-        with pytest.raises(ApiError):
+        with caplog.at_level(logging.WARNING, logger="tritonstack.router"), pytest.raises(ApiError):
             await attempt()
         assert replica.ejected and replica.ejected_until == 105.0
+        # Each failure is logged with its cause before any ejection: an operator sees why.
+        assert f"a replica {replica.key} failed (1 in a row): connection refused" in caplog.text
         now[0] = 104.9
         await monitor.check_health()
         assert replica.ejected  # ready, but the hold has not passed
