@@ -152,8 +152,13 @@ def wait_ready(url: str, seconds: float) -> None:
 # --- probes -------------------------------------------------------------------------------------------
 
 
+def client_timeouts(args: argparse.Namespace) -> Timeouts:
+    """The client's limits: a stream may go silent for as long as the whole request may take."""
+    return Timeouts(connect_s=30.0, stall_s=args.request_timeout, request_s=args.request_timeout)
+
+
 def streaming_client(http: httpx.AsyncClient, args: argparse.Namespace) -> StreamingClient:
-    timeouts = Timeouts(connect_s=30.0, stall_s=args.request_timeout, request_s=args.request_timeout)
+    timeouts = client_timeouts(args)
     options = RequestOptions(
         api="completions",
         max_tokens=args.max_tokens,
@@ -169,7 +174,7 @@ async def probe_load(url: str, args: argparse.Namespace) -> list[dict[str, Any]]
     """(a) every run: --concurrency requests at once; success rate and client TTFT."""
     endpoint = Endpoint("router", url, MODEL)
     rows = []
-    async with http_client(Timeouts(request_s=args.request_timeout), args.concurrency + 16) as http:
+    async with http_client(client_timeouts(args), args.concurrency + 16) as http:
         client = streaming_client(http, args)
         await client.send(endpoint, Prompt(text=PROMPT), 0, 0)  # warm the router, tokenizer and engines
         for run in range(1, args.runs + 1):
@@ -273,7 +278,7 @@ async def probe_health(url: str, args: argparse.Namespace) -> dict[str, Any]:
 async def probe_poison(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """(c) normal traffic alone, then with a poison request about once a second."""
     endpoint = Endpoint("router", url, MODEL)
-    async with http_client(Timeouts(request_s=args.request_timeout), args.poison_concurrency + 8) as http:
+    async with http_client(client_timeouts(args), args.poison_concurrency + 8) as http:
         client = streaming_client(http, args)
 
         async def traffic(seconds: float) -> list[RequestRecord]:
