@@ -23,6 +23,9 @@ the default is the issue-14 set, the first four):
 * ``nginx``: ``bls-direct`` through nginx (Debian package) as a plain reverse proxy;
 * ``python-proxy``: ``bls-direct`` through ``benchmarks/minimal_python_proxy.py`` (the router's stack
   with none of its work: its HTTP server and HTTP/1.1 client), what any Python hop costs here;
+* ``engine-python-proxy`` and ``engine-nginx``: ``engine-direct`` through the same two proxies: the
+  least any hop costs in front of the engine, the yardstick for ``router-engine``'s c = 1 overhead
+  (the verdict splits that overhead into the bare Python hop and the router's own work);
 * ``router-bls-grpc``: ``router-bls`` with the gRPC upstream; ``router-uvicorn``: the
   ``router-engine`` application served by uvicorn with httptools instead of the router's server.
 
@@ -312,13 +315,14 @@ def pin_process_trees(parent: int, cpus: set[int]) -> None:
                 pass
 
 
-def router_config(routes: Path, upstream: str) -> Path:
-    """A copy of ``routes`` with another upstream, written beside it: the tokenizer paths in it are
-    relative to its directory. Admission is widened so that c = 256 is not queued in the router."""
+def router_config(routes: Path, upstream: str, label: str = "") -> Path:
+    """A copy of ``routes`` with another upstream (``http`` or ``grpc``), written beside it under
+    ``label`` (default: the upstream): the tokenizer paths in it are relative to its directory.
+    Admission is widened so that c = 256 is not queued in the router."""
     text = re.sub(r"(?m)^  upstream: \w+$", f"  upstream: {upstream}", routes.read_text())
     text = text.replace("max_inflight_per_replica: 64", "max_inflight_per_replica: 512")
     text = text.replace("max_queue: 256", "max_queue: 1024")
-    config = routes.with_name(f"{routes.stem}-{upstream}.yaml")
+    config = routes.with_name(f"{routes.stem}-{label or upstream}.yaml")
     config.write_text(text)
     return config
 
@@ -340,7 +344,7 @@ uvicorn.run(RouterApp(routes, make_upstream(routes)), host="127.0.0.1", port=int
 def start_uvicorn_router(routes: Path) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", UVICORN_ROUTER, str(router_config(routes, "uvicorn")), str(port)],
+        [sys.executable, "-c", UVICORN_ROUTER, str(router_config(routes, "http", "uvicorn")), str(port)],
         cwd=ROOT,
         text=True,
         start_new_session=True,
@@ -381,6 +385,8 @@ ALL_PATHS = (
     "bls-direct-grpc",
     "nginx",
     "python-proxy",
+    "engine-nginx",
+    "engine-python-proxy",
     "router-bls-grpc",
     "router-uvicorn",
 )
@@ -469,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
             children.append(process)
             urls[path], roots[path], hop[path] = url, process.pid, path
 
-        if "nginx" in chosen:
+        if {"nginx", "engine-nginx"} & set(chosen):
             nginx_port = free_port()
             (workdir / "nginx").mkdir()
             conf = workdir / "nginx" / "nginx.conf"
@@ -480,13 +486,15 @@ def main(argv: list[str] | None = None) -> int:
                 [nginx, "-c", str(conf), "-p", str(workdir / "nginx")], start_new_session=True
             )
             started("nginx", process, f"http://127.0.0.1:{nginx_port}")
-        if "python-proxy" in chosen:
+            urls["engine-nginx"], hop["engine-nginx"] = urls["nginx"], "nginx"
+        if {"python-proxy", "engine-python-proxy"} & set(chosen):
             proxy_port = free_port()
             proxy = [sys.executable, str(ROOT / "benchmarks" / "minimal_python_proxy.py")]
             process = subprocess.Popen(
                 [*proxy, f"http://127.0.0.1:{endpoint.http}", str(proxy_port)], start_new_session=True
             )
             started("python-proxy", process, f"http://127.0.0.1:{proxy_port}")
+            urls["engine-python-proxy"], hop["engine-python-proxy"] = urls["python-proxy"], "python-proxy"
         for path, data_path, upstream in (
             ("router-bls", "bls", "http"),
             ("router-engine", "engine", "http"),
@@ -514,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         openai_body = {"model": "tiny-chat", "prompt": PROMPT, "max_tokens": args.max_tokens, "stream": True}
         bls_path = f"/v2/models/{TRITON_MODEL}/generate_stream"
+        engine_path = f"/v2/models/{ENGINE_MODEL}/generate_stream"
         direct = f"http://127.0.0.1:{endpoint.http}"
 
         async def grpc_one(client: GrpcUpstream) -> Sample:
@@ -536,14 +545,13 @@ def main(argv: list[str] | None = None) -> int:
 
         makers: dict[str, Callable[[aiohttp.ClientSession, GrpcUpstream], OneRequest]] = {
             "bls-direct": triton(direct + bls_path, triton_body, triton_text),
-            "engine-direct": triton(
-                f"{direct}/v2/models/{ENGINE_MODEL}/generate_stream", engine_body, engine_tokens
-            ),
+            "engine-direct": triton(direct + engine_path, engine_body, engine_tokens),
             "bls-direct-grpc": lambda s, g: lambda: grpc_one(g),
         }
         for name in ("nginx", "python-proxy"):
             if name in urls:
                 makers[name] = triton(urls[name] + bls_path, triton_body, triton_text)
+                makers[f"engine-{name}"] = triton(urls[name] + engine_path, engine_body, engine_tokens)
         for name in ("router-bls", "router-engine", "router-bls-grpc", "router-uvicorn"):
             if name in urls:
                 makers[name] = router(name)
@@ -616,6 +624,13 @@ def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespa
         verdict.append(
             f"c=1 router-engine TTFT p50 overhead vs engine-direct {delta:+.2f} ms (bar ≤ 0.25 ms)"
         )
+        for proxy in ("engine-python-proxy", "engine-nginx"):
+            if 1 in results.get(proxy, {}):
+                floor = results[proxy][1]["ttft_p50_ms"] - direct[1]["ttft_p50_ms"]
+                verdict.append(
+                    f"c=1 {proxy} (a hop with no work) {floor:+.2f} ms vs engine-direct; "
+                    f"router-engine beyond it {delta - floor:+.2f} ms"
+                )
     if 64 in engine and 64 in base:
         ratio = engine[64]["tokens_per_s"] / base[64]["tokens_per_s"]
         verdict.append(f"c=64 router-engine {ratio:.2f}× bls-direct tok/s (bar ≥ 1.0×)")
