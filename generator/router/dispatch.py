@@ -157,10 +157,13 @@ class Dispatcher:
         pool, tried = target.pool, []
         attempts = 1 + (self.settings.max_retries if retries is None else retries)
         last_problem = "no attempt made"
+        timed_out = False  # the last attempt's failure was a replica that never answered (504)
         for attempt in range(attempts):
             try:
                 replica = await self.admission.acquire(pool, target.policy, hints, exclude=tried)
             except Refused as refused:
+                if tried and timed_out:
+                    raise ApiError(504, f"pool {pool.name!r}: {last_problem}", "server_error") from None
                 if tried:  # every replica we could reach failed: report the failure, not capacity
                     raise ApiError(
                         503,
@@ -181,19 +184,23 @@ class Dispatcher:
                 except UpstreamUnavailable as exc:
                     self._failed(pool, replica, str(exc))
                     tried.append(replica)
-                    last_problem = str(exc)
+                    last_problem, timed_out = str(exc), False
                     if attempt + 1 < attempts:
                         self.metrics.retries.labels(pool.name).inc()
                     continue
                 except TimeoutError:
-                    self._failed(
-                        pool, replica, f"no first response within {self.settings.first_token_timeout_s}s"
-                    )
-                    raise ApiError(
-                        504,
-                        f"no response from pool {pool.name!r} within {self.settings.first_token_timeout_s}s",
-                        "server_error",
-                    ) from None
+                    # Nothing reached the client yet, so another replica may take the request: a
+                    # replica that accepted it and never answered (seen with Triton 2.51's HTTP
+                    # frontend under ~1,000 concurrent streams) is a failed attempt, not the end.
+                    # Leaving the stream aborts the connection, so Triton cancels the first try.
+                    waited = f"no first response within {self.settings.first_token_timeout_s}s"
+                    self._failed(pool, replica, waited)
+                    tried.append(replica)
+                    if attempt + 1 < attempts:
+                        last_problem, timed_out = waited, True
+                        self.metrics.retries.labels(pool.name).inc()
+                        continue
+                    raise ApiError(504, f"pool {pool.name!r}: {waited}", "server_error") from None
                 replica.consecutive_failures = 0
                 replica.ejection_streak = 0
                 if first is None:

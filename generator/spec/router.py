@@ -92,7 +92,9 @@ class RouterSettings(Closed):
     # Deadlines.
     connect_timeout_s: Seconds = 2.0
     first_token_timeout_s: Seconds = Field(
-        default=60.0, description="From dispatch to the first upstream response"
+        default=60.0,
+        description="From dispatch to the first upstream response; past it the attempt counts as a "
+        "replica failure and, within max_retries, the request goes to another replica",
     )
     token_timeout_s: Seconds = Field(default=30.0, description="Longest gap between two upstream responses")
     request_timeout_s: Seconds = Field(default=600.0, description="Whole request, all phases")

@@ -546,6 +546,54 @@ def test_a_rejected_request_is_400_not_retried_and_never_counts_against_the_repl
     asyncio.run(scenario())
 
 
+class SilentFirstUpstream(ScriptedUpstream):
+    """A replica that accepts the first request and never answers it (what Triton 2.51's HTTP
+    frontend did to a few of 2,048 concurrent streams); every later call answers at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.cancelled = 0
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        self.calls.append(endpoint.host)
+        if len(self.calls) == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        yield Response(text="ok")
+
+
+@pytest.mark.parametrize(("retries", "answer"), [(1, "ok"), (0, 504)])
+def test_a_replica_that_never_answers_costs_an_attempt_and_the_request_goes_to_another(
+    retries: int, answer: str | int
+) -> None:
+    async def scenario() -> str | int:
+        settings = RouterSettings(first_token_timeout_s=0.05, max_retries=retries, eject_after_failures=3)
+        pool = PoolState("a", "aggregated", replicas(2))
+        upstream = SilentFirstUpstream()
+        dispatcher = Dispatcher(
+            upstream, Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0
+        )
+        target = PoolTarget(pool, LeastInflight())
+        try:
+            texts = [r.text async for r in dispatcher.stream(target, GenerateCall("m", {}, "id"), Hints())]
+        except ApiError as error:
+            assert "no first response within 0.05s" in error.message
+            result: str | int = error.status
+        else:
+            result = "".join(texts)
+        silent = next(r for r in pool.replicas if r.endpoint.host == upstream.calls[0])
+        assert silent.consecutive_failures == 1 and upstream.cancelled == 1  # the first try was cancelled
+        assert len(upstream.calls) == 1 + retries and len(set(upstream.calls)) == len(upstream.calls)
+        assert all(r.inflight == 0 for r in pool.replicas)
+        return result
+
+    assert asyncio.run(scenario()) == answer
+
+
 @pytest.mark.parametrize(
     ("size", "percent", "most_out"), [(4, 50, 2), (2, 50, 1), (1, 50, 1), (5, 10, 1), (4, 100, 4)]
 )
