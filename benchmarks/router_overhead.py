@@ -269,7 +269,7 @@ async def measure(
                     )
                     for name in paths:  # CPU is not split per path when they alternate
                         results[name][1] = figures[name]
-                        print(f"  c=1   {name:<15} {_brief(figures[name])}", flush=True)
+                        print(f"  c=1   {name:<19} {_brief(figures[name])}", flush=True)
                     continue
                 for name, make in paths.items():  # one path after the other within a level
                     stop_profile = profiler(name, concurrency) if profiler else None
@@ -286,7 +286,7 @@ async def measure(
                         "client": cpu["client"],
                     }
                     results[name][concurrency] = figures
-                    print(f"  c={concurrency:<3} {name:<15} {_brief(figures)}", flush=True)
+                    print(f"  c={concurrency:<3} {name:<19} {_brief(figures)}", flush=True)
         finally:
             await grpc_client.close()
     return results
@@ -599,7 +599,7 @@ def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespa
         f"placement {args.placement}; CPU µs per streamed token per process tree (c > 1)"
     )
     print(
-        f"{'path':<15} {'c':>3} {'TTFT p50 ms':>11} {'TTFT p99 ms':>11} {'tok/s':>7} {'×bls-direct':>11} "
+        f"{'path':<19} {'c':>3} {'TTFT p50 ms':>11} {'TTFT p99 ms':>11} {'tok/s':>7} {'×bls-direct':>11} "
         f"{'triton µs':>9} {'hop µs':>7} {'client µs':>9} {'errors':>6}"
     )
     base = results.get("bls-direct", {})
@@ -613,7 +613,7 @@ def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespa
             cpu = figures.get("cpu_us_per_token") or {}
             cells = [f"{cpu[k]:.0f}" if k in cpu else "-" for k in ("triton", "hop", "client")]
             print(
-                f"{name:<15} {concurrency:>3} {figures['ttft_p50_ms']:>11.2f} {figures['ttft_p99_ms']:>11.2f} "
+                f"{name:<19} {concurrency:>3} {figures['ttft_p50_ms']:>11.2f} {figures['ttft_p99_ms']:>11.2f} "
                 f"{figures['tokens_per_s']:>7.0f} {ratio:>11.2f} {cells[0]:>9} {cells[1]:>7} {cells[2]:>9} "
                 f"{figures['errors']:>6}"
             )
