@@ -492,9 +492,13 @@ class _Exchange:
     def _responses(self) -> AsyncIterator[Response]:
         entry = self.entry
         if entry.aggregated is not None:
-            responses = entry.protocol.pieces(
+            protocol, route, tokenizer = entry.protocol, entry.route, entry.tokenizer
+            responses = protocol.pieces(
                 self.app.dispatcher.stream(
-                    entry.aggregated, replace(self.call, model=entry.triton_model), self.hints
+                    entry.aggregated,
+                    replace(self.call, model=entry.triton_model),
+                    self.hints,
+                    resume=lambda call, streamed: protocol.resume(call, streamed, route, tokenizer),
                 )
             )
         else:

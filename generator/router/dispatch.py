@@ -1,7 +1,11 @@
 """One generate call on one pool: pick a replica, stream its responses, and clean up.
 
-Retries happen only before the first upstream response (nothing has reached the client yet) and
-only for transport failures; a replica failing ``eject_after_failures`` times in a row is ejected
+Retries happen before the first upstream response (nothing has reached the client yet) for
+transport failures and for a replica that answers nothing in time. After it, a stream that its
+replica drops (connection lost, or silent for ``token_timeout_s``) can move to another replica
+when the caller says how to continue it (``resume``: on the engine path, the prompt plus the
+tokens already streamed, for the tokens still owed; Dynamo calls this request migration). Both
+count against ``max_retries``; a replica failing ``eject_after_failures`` times in a row is ejected
 for at least ``ejection_s`` (doubling for repeated ejections) and until the readiness poll sees it
 ready again. Only transport failures and timeouts count: a request Triton rejects is the client's
 400 (never retried: it would fail everywhere, and a few such requests must not eject a pool). As in
@@ -36,7 +40,11 @@ from generator.router.upstream import (
 )
 from generator.spec.router import RouterSettings
 
-__all__ = ["Dispatcher", "PoolTarget"]
+__all__ = ["Dispatcher", "PoolTarget", "Resume"]
+
+# How to go on with a call whose replica dropped it midway: the call for the rest, given the
+# responses already streamed, or None when it cannot be continued.
+Resume = Callable[[GenerateCall, list[Response]], GenerateCall | None]
 
 log = logging.getLogger("tritonstack.router")
 
@@ -151,9 +159,15 @@ class Dispatcher:
         )
 
     async def stream(
-        self, target: PoolTarget, call: GenerateCall, hints: Hints, retries: int | None = None
+        self,
+        target: PoolTarget,
+        call: GenerateCall,
+        hints: Hints,
+        retries: int | None = None,
+        resume: Resume | None = None,
     ) -> AsyncIterator[Response]:
-        """Responses of ``call`` from one replica of the pool; raises ApiError on failure."""
+        """Responses of ``call`` from the pool's replicas; raises ApiError on failure. With
+        ``resume``, a stream its replica drops midway goes on on another replica (see above)."""
         pool, tried = target.pool, []
         attempts = 1 + (self.settings.max_retries if retries is None else retries)
         last_problem = "no attempt made"
@@ -205,6 +219,7 @@ class Dispatcher:
                 replica.ejection_streak = 0
                 if first is None:
                     return
+                streamed = [first]
                 yield first
                 guard = _StallGuard(self.settings.token_timeout_s)
                 try:
@@ -219,6 +234,8 @@ class Dispatcher:
                         guard.answered()
                         if item is None:
                             return
+                        if resume is not None:
+                            streamed.append(item)
                         yield item
                 finally:
                     guard.close()
@@ -227,15 +244,28 @@ class Dispatcher:
                 raise ApiError(400, f"the model rejected the request: {exc}") from None
             except UpstreamFailed as exc:
                 raise ApiError(502, f"upstream error: {exc}", "server_error") from None
-            except UpstreamUnavailable as exc:
-                self._failed(pool, replica, f"connection lost mid-response: {exc}")
-                raise ApiError(502, f"upstream connection lost mid-response: {exc}", "server_error") from None
-            except TimeoutError:
-                raise ApiError(
-                    504,
-                    f"pool {pool.name!r} stopped responding for {self.settings.token_timeout_s}s",
-                    "server_error",
-                ) from None
+            except (UpstreamUnavailable, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):
+                    problem = f"stopped responding for {self.settings.token_timeout_s}s mid-response"
+                    error = ApiError(504, f"pool {pool.name!r} {problem}", "server_error")
+                else:
+                    problem = f"connection lost mid-response: {exc}"
+                    error = ApiError(502, f"upstream {problem}", "server_error")
+                self._failed(pool, replica, problem)
+                rest = resume(call, streamed) if resume is not None and attempt + 1 < attempts else None
+                if rest is None:
+                    raise error from None
+                log.warning(
+                    "moving request %s from %s replica %s to another after %d responses",
+                    call.request_id,
+                    pool.name,
+                    replica.key,
+                    len(streamed),
+                )
+                self.metrics.retries.labels(pool.name).inc()
+                tried.append(replica)
+                call, last_problem, timed_out = rest, problem, False
+                continue
             finally:
                 await responses.aclose()
                 self.admission.release(pool, replica)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import orjson
@@ -27,7 +28,7 @@ from generator.router.config import ModelRoute, Protocol
 from generator.router.engine import detokenized, engine_inputs, renamed, triton_sampling_inputs
 from generator.router.protocol import ApiError, OpenAIRequest
 from generator.router.tokens import ModelTokenizer
-from generator.router.upstream import Response
+from generator.router.upstream import GenerateCall, Response
 
 __all__ = [
     "EngineProtocol",
@@ -78,6 +79,14 @@ class UpstreamProtocol(ABC):
         """The text of one answer (the prefill's, to see whether it already ended the request)."""
         return response.text
 
+    def resume(
+        self, call: GenerateCall, streamed: list[Response], route: ModelRoute, tokenizer: ModelTokenizer
+    ) -> GenerateCall | None:
+        """The call that goes on with ``call`` on another replica after ``streamed`` came back and
+        its replica dropped it, or None when this contract cannot say (text in, text out: the
+        model would need the text so far as a prompt in its own tokenization)."""
+        return None
+
 
 class EngineProtocol(UpstreamProtocol):
     """The ``tensorrt_llm`` model: the router tokenizes, sends ids and detokenizes ``output_ids``."""
@@ -110,6 +119,24 @@ class EngineProtocol(UpstreamProtocol):
 
     def text(self, response: Response, tokenizer: ModelTokenizer) -> str:
         return tokenizer.decode(response.output_ids) if response.output_ids else response.text
+
+    def resume(
+        self, call: GenerateCall, streamed: list[Response], route: ModelRoute, tokenizer: ModelTokenizer
+    ) -> GenerateCall | None:
+        # The engine continues a sequence from its ids: the prompt plus what was streamed is the
+        # new prompt, and only the tokens still owed are asked for. With greedy decoding the
+        # client gets exactly what an uninterrupted stream would have given.
+        got = [token for response in streamed for token in response.output_ids or ()]
+        inputs = dict(call.inputs)
+        left = int(inputs["request_output_len"]) - len(got)
+        ids = [*inputs["input_ids"], *got]
+        if not got or left <= 0 or len(ids) > route.max_input_len or got[-1] in tokenizer.end_ids:
+            return None  # nothing to go on from, nothing owed, or the engine would refuse it
+        inputs.update(input_ids=ids, input_lengths=len(ids), request_output_len=left)
+        for name in ("min_tokens", "min_length"):  # the release's name for the same floor
+            if name in inputs:
+                inputs[name] = max(0, int(inputs[name]) - len(got))
+        return replace(call, inputs=inputs)
 
 
 class EnsembleProtocol(UpstreamProtocol):

@@ -128,6 +128,43 @@ def test_engine_inputs_carry_sampling_penalties_and_the_era_names() -> None:
         }
 
 
+def test_a_dropped_engine_stream_goes_on_from_the_prompt_and_what_was_streamed() -> None:
+    from generator.router.config import Aggregated, ModelRoute
+    from generator.router.protocols import EngineProtocol, EnsembleProtocol
+    from generator.router.upstream import GenerateCall
+
+    tokenizer = _tokenizer()
+    route = ModelRoute(
+        tokenizer_dir=str(TOKENIZER),
+        max_input_len=8,
+        max_output_len=8,
+        serving=Aggregated(pool="p", triton_model="m_tensorrt_llm", protocol="engine"),
+    )
+
+    def resume(inputs: dict[str, Any], *streamed: list[int]) -> GenerateCall | None:
+        got = [Response(output_ids=ids) for ids in streamed]
+        return EngineProtocol().resume(GenerateCall("m", inputs, "r1"), got, route, tokenizer)
+
+    inputs = {"input_ids": [0, 9, 10], "input_lengths": 3, "request_output_len": 5, "min_tokens": 3}
+    rest = resume(inputs, [11], [12, 13])
+    assert rest is not None and rest.request_id == "r1"
+    assert rest.inputs == {
+        "input_ids": [0, 9, 10, 11, 12, 13],
+        "input_lengths": 6,
+        "request_output_len": 2,
+        "min_tokens": 0,
+    }
+    assert inputs["input_ids"] == [0, 9, 10]  # the first try's inputs are left as they were
+    # Nothing owed, past the model's input limit, already ended, or no ids yet: it cannot go on.
+    assert resume({**inputs, "request_output_len": 3}, [11, 12, 13]) is None
+    assert resume({**inputs, "input_ids": [0] * 6}, [11, 12, 13]) is None
+    assert resume(inputs, [11, *tokenizer.end_ids]) is None
+    assert resume(inputs) is None
+    # Text in, text out: our BLS and the ensembles cannot be continued this way.
+    text = [Response(text="once upon")]
+    assert EnsembleProtocol().resume(GenerateCall("m", {}, "r"), text, route, tokenizer) is None
+
+
 # ------------------------------------------------------------------------------- real servers
 
 

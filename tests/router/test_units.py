@@ -594,6 +594,68 @@ def test_a_replica_that_never_answers_costs_an_attempt_and_the_request_goes_to_a
     assert asyncio.run(scenario()) == answer
 
 
+class DroppingUpstream(ScriptedUpstream):
+    """The first replica streams two tokens and then drops the stream (``how``: its connection is
+    lost, or it goes silent); whoever is called next streams the tokens it is asked for."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.calls: list[tuple[str, dict[str, object]]] = []
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        self.calls.append((endpoint.host, dict(call.inputs)))
+        if len(self.calls) == 1:
+            yield Response(output_ids=[1])
+            yield Response(output_ids=[2])
+            if self.how == "lost":
+                raise UpstreamUnavailable("connection reset by peer")
+            await asyncio.Event().wait()
+        start = len(call.inputs["ids"])  # type: ignore[arg-type]
+        for token in range(start, start + int(call.inputs["left"])):  # type: ignore[call-overload]
+            yield Response(output_ids=[token])
+
+
+def _continue(call: GenerateCall, streamed: list[Response]) -> GenerateCall | None:
+    got = [t for r in streamed for t in r.output_ids or ()]
+    ids = [*call.inputs["ids"], *got]
+    return GenerateCall(call.model, {"ids": ids, "left": call.inputs["left"] - len(got)}, call.request_id)
+
+
+@pytest.mark.parametrize("how", ["lost", "silent"])
+@pytest.mark.parametrize("resumable", [True, False])
+def test_a_stream_its_replica_drops_midway_goes_on_on_another_replica(how: str, resumable: bool) -> None:
+    async def scenario() -> tuple[list[int], int | None]:
+        settings = RouterSettings(token_timeout_s=0.05, max_retries=1, eject_after_failures=3)
+        pool = PoolState("a", "aggregated", replicas(2))
+        upstream = DroppingUpstream(how)
+        dispatcher = Dispatcher(
+            upstream, Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0
+        )
+        got: list[int] = []
+        call = GenerateCall("m", {"ids": [0, 0, 0], "left": 5}, "id")
+        try:
+            async for r in dispatcher.stream(
+                PoolTarget(pool, LeastInflight()), call, Hints(), resume=_continue if resumable else None
+            ):
+                got.extend(r.output_ids or ())
+        except ApiError as error:
+            return got, error.status
+        finally:
+            first = next(r for r in pool.replicas if r.endpoint.host == upstream.calls[0][0])
+            assert first.consecutive_failures == 1 and all(r.inflight == 0 for r in pool.replicas)
+        hosts = [host for host, _ in upstream.calls]
+        assert len(set(hosts)) == 2  # the rest came from the other replica
+        assert upstream.calls[1][1] == {"ids": [0, 0, 0, 1, 2], "left": 3}
+        return got, None
+
+    got, status = asyncio.run(scenario())
+    if resumable:
+        assert (got, status) == ([1, 2, 5, 6, 7], None)  # the scripted replica numbers by position
+    else:
+        assert (got, status) == ([1, 2], 502 if how == "lost" else 504)
+
+
 @pytest.mark.parametrize(
     ("size", "percent", "most_out"), [(4, 50, 2), (2, 50, 1), (1, 50, 1), (5, 10, 1), (4, 100, 4)]
 )
