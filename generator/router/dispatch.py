@@ -5,7 +5,9 @@ transport failures and for a replica that answers nothing in time. After it, a s
 replica drops (connection lost, or silent for ``token_timeout_s``) can move to another replica
 when the caller says how to continue it (``resume``: on the engine path, the prompt plus the
 tokens already streamed, for the tokens still owed; Dynamo calls this request migration). Both
-count against ``max_retries``; a replica failing ``eject_after_failures`` times in a row is ejected
+count against ``max_retries``. Replicas not tried yet come first; once every available one was
+tried, a retry takes a fresh connection to one of them, never to one that let a first response
+time out; a replica failing ``eject_after_failures`` times in a row is ejected
 for at least ``ejection_s`` (doubling for repeated ejections) and until the readiness poll sees it
 ready again. Only transport failures and timeouts count: a request Triton rejects is the client's
 400 (never retried: it would fail everywhere, and a few such requests must not eject a pool). As in
@@ -172,9 +174,14 @@ class Dispatcher:
         attempts = 1 + (self.settings.max_retries if retries is None else retries)
         last_problem = "no attempt made"
         timed_out = False  # the last attempt's failure was a replica that never answered (504)
+        silent: list[Replica] = []  # replicas that let a first response time out: never again
         for attempt in range(attempts):
+            # Replicas not tried yet come first; once every available one was tried, a fresh
+            # connection to one of them (the fault is often the connection: a reset, a stream
+            # Triton's HTTP frontend misdirected), but not to one that already kept us waiting.
+            exclude = tried if any(r.available and r not in tried for r in pool.replicas) else silent
             try:
-                replica = await self.admission.acquire(pool, target.policy, hints, exclude=tried)
+                replica = await self.admission.acquire(pool, target.policy, hints, exclude=exclude)
             except Refused as refused:
                 if tried and timed_out:
                     raise ApiError(504, f"pool {pool.name!r}: {last_problem}", "server_error") from None
@@ -210,6 +217,7 @@ class Dispatcher:
                     waited = f"no first response within {self.settings.first_token_timeout_s}s"
                     self._failed(pool, replica, waited)
                     tried.append(replica)
+                    silent.append(replica)
                     if attempt + 1 < attempts:
                         last_problem, timed_out = waited, True
                         self.metrics.retries.labels(pool.name).inc()

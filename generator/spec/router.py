@@ -118,7 +118,9 @@ class RouterSettings(Closed):
     )
     # Resilience.
     max_retries: Annotated[int, Field(ge=0, le=8)] = Field(
-        default=2, description="Other replicas tried on a transport failure, only before the first byte"
+        default=2,
+        description="Other replicas tried when one fails a request: before the first byte on a transport "
+        "failure or silence, and on the engine path also midway (the stream goes on from the tokens streamed)",
     )
     eject_after_failures: Annotated[int, Field(ge=1)] = Field(
         default=3, description="Transport failures or timeouts in a row that eject a replica"

@@ -594,6 +594,40 @@ def test_a_replica_that_never_answers_costs_an_attempt_and_the_request_goes_to_a
     assert asyncio.run(scenario()) == answer
 
 
+class OnceBrokenUpstream(ScriptedUpstream):
+    """The first call fails as ``how``: a connection that answers garbage, or silence."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.calls = how, 0
+
+    async def generate(self, endpoint: Endpoint, call: GenerateCall) -> AsyncIterator[Response]:
+        self.calls += 1
+        if self.calls == 1 and self.how == "garbage":
+            raise UpstreamUnavailable("malformed HTTP response: Expected HTTP/")
+        if self.calls == 1:
+            await asyncio.Event().wait()
+        yield Response(text="ok")
+
+
+@pytest.mark.parametrize(("how", "answer", "calls"), [("garbage", "ok", 2), ("silent", 504, 1)])
+def test_a_single_replica_gets_a_fresh_connection_but_is_not_waited_on_twice(
+    how: str, answer: str | int, calls: int
+) -> None:
+    async def scenario() -> tuple[str | int, int]:
+        settings = RouterSettings(first_token_timeout_s=0.05, max_retries=2)
+        pool = PoolState("a", "aggregated", replicas(1))
+        upstream = OnceBrokenUpstream(how)
+        dispatcher = Dispatcher(upstream, Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0)
+        try:
+            stream = dispatcher.stream(PoolTarget(pool, LeastInflight()), GenerateCall("m", {}, "id"), Hints())
+            return "".join([r.text async for r in stream]), upstream.calls
+        except ApiError as error:
+            return error.status, upstream.calls
+
+    assert asyncio.run(scenario()) == (answer, calls)
+
+
 class DroppingUpstream(ScriptedUpstream):
     """The first replica streams two tokens and then drops the stream (``how``: its connection is
     lost, or it goes silent); whoever is called next streams the tokens it is asked for."""
@@ -624,10 +658,16 @@ def _continue(call: GenerateCall, streamed: list[Response]) -> GenerateCall | No
 
 @pytest.mark.parametrize("how", ["lost", "silent"])
 @pytest.mark.parametrize("resumable", [True, False])
-def test_a_stream_its_replica_drops_midway_goes_on_on_another_replica(how: str, resumable: bool) -> None:
+@pytest.mark.parametrize("size", [2, 1])
+def test_a_stream_its_replica_drops_midway_goes_on_on_another_replica(
+    how: str, resumable: bool, size: int
+) -> None:
+    """With one replica, or every other one tried already, the stream goes on over a fresh
+    connection to a replica tried before: a half-sent stream is worth it."""
+
     async def scenario() -> tuple[list[int], int | None]:
         settings = RouterSettings(token_timeout_s=0.05, max_retries=1, eject_after_failures=3)
-        pool = PoolState("a", "aggregated", replicas(2))
+        pool = PoolState("a", "aggregated", replicas(size))
         upstream = DroppingUpstream(how)
         dispatcher = Dispatcher(
             upstream, Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0
@@ -643,9 +683,11 @@ def test_a_stream_its_replica_drops_midway_goes_on_on_another_replica(how: str, 
             return got, error.status
         finally:
             first = next(r for r in pool.replicas if r.endpoint.host == upstream.calls[0][0])
-            assert first.consecutive_failures == 1 and all(r.inflight == 0 for r in pool.replicas)
+            recovered = size == 1 and resumable  # the same replica then answered: its streak ends
+            assert first.consecutive_failures == (0 if recovered else 1)
+            assert all(r.inflight == 0 for r in pool.replicas)
         hosts = [host for host, _ in upstream.calls]
-        assert len(set(hosts)) == 2  # the rest came from the other replica
+        assert len(set(hosts)) == size  # the rest came from the other replica, if there is one
         assert upstream.calls[1][1] == {"ids": [0, 0, 0, 1, 2], "left": 3}
         return got, None
 
