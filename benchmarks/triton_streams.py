@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from generator.pipeline import build
-from generator.router.config import Endpoint
+from generator.router.config import Aggregated, Endpoint, ModelRoute
+from generator.router.engine import engine_inputs
+from generator.router.protocol import parse_request
 from generator.router.tokens import ModelTokenizer, load_tokenizer
 from generator.router.upstream import GenerateCall, GrpcUpstream, UpstreamError
 from generator.runtime.launcher import Launcher, LaunchSettings
@@ -51,27 +53,22 @@ ENGINE = "tiny-chat_tensorrt_llm"
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
 
-def engine_inputs(tokenizer: ModelTokenizer, ids: list[int], max_tokens: int) -> dict[str, Any]:
-    inputs: dict[str, Any] = {
-        "input_ids": ids,
-        "input_lengths": len(ids),
-        "request_output_len": max_tokens,
-        "streaming": True,
-        "exclude_input_in_output": True,
-    }
-    if tokenizer.end_id is not None:
-        inputs["end_id"] = tokenizer.end_id
-    if tokenizer.pad_id is not None:
-        inputs["pad_id"] = tokenizer.pad_id
-    return inputs
-
-
 async def encoded_prompts(tokenizer: ModelTokenizer, count: int, max_tokens: int) -> list[dict[str, Any]]:
-    """One distinct prompt per stream, encoded as the router encodes a completion's prompt."""
+    """One distinct prompt per stream, as the router's engine path would send it: the same
+    tokenizing and the same engine inputs (``generator/router/engine.py``)."""
+    route = ModelRoute(
+        tokenizer_dir=str(SPEC.parent / "tokenizers" / "tiny-chat"),
+        max_input_len=1024,
+        max_output_len=max_tokens,
+        serving=Aggregated(pool=POOL, triton_model=ENGINE, protocol="engine"),
+    )
     prompts = []
     for i in range(count):
-        text, special = tokenizer.prompt_text(f"{PROMPT} {i}", None)
-        prompts.append(engine_inputs(tokenizer, await tokenizer.encode(text, special), max_tokens))
+        body = {"model": "tiny-chat", "prompt": f"{PROMPT} {i}", "max_tokens": max_tokens, "stream": True}
+        request = parse_request(json.dumps(body).encode(), chat=False)
+        text, special = tokenizer.prompt_text(request.prompt, None)
+        ids = await tokenizer.encode(text, special)
+        prompts.append(engine_inputs(route, request, max_tokens, ids, tokenizer, stream=True))
     return prompts
 
 
