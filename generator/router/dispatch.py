@@ -124,13 +124,12 @@ class Dispatcher:
     def _failed(self, pool: PoolState, replica: Replica, reason: str) -> None:
         """Count a transport failure (``reason``) against ``replica``; eject it after a streak."""
         replica.consecutive_failures += 1
-        log.warning(
-            "%s replica %s failed (%d in a row): %s",
-            replica.pool,
-            replica.key,
-            replica.consecutive_failures,
-            reason,
-        )
+        streak = replica.consecutive_failures
+        # Every failure up to an ejection is logged with its cause; a longer streak (a replica
+        # kept in by max_ejection_percent) only when it reaches a power of two: a dead replica
+        # under load must not write a line per request.
+        if streak <= self.settings.eject_after_failures or streak & (streak - 1) == 0:
+            log.warning("%s replica %s failed (%d in a row): %s", replica.pool, replica.key, streak, reason)
         if replica.ejected or replica.consecutive_failures < self.settings.eject_after_failures:
             return
         if not self._may_eject(pool):

@@ -512,6 +512,34 @@ def test_triton_errors_are_classified_by_who_caused_them(message: str, status: i
     assert message in str(error)
 
 
+def test_a_long_failure_streak_is_logged_at_powers_of_two_not_per_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> Replica:
+        settings = RouterSettings(eject_after_failures=3, max_retries=0, max_ejection_percent=50)
+        pool = PoolState("a", "aggregated", replicas(2))
+        dispatcher = Dispatcher(
+            ScriptedUpstream(), Admission(settings), settings, RouterMetrics(lambda: [pool]), lambda: 0
+        )
+        for _ in range(70):
+            with pytest.raises(ApiError):
+                async for _response in dispatcher.stream(
+                    PoolTarget(pool, LeastInflight()), GenerateCall("m", {}, "id"), Hints()
+                ):
+                    pass
+        return next(r for r in pool.replicas if not r.ejected)  # kept in: 50 % is out already
+
+    with caplog.at_level(logging.WARNING, logger="tritonstack.router"):
+        kept = asyncio.run(scenario())
+    assert kept.consecutive_failures > 64
+    streaks = [
+        int(line.split("failed (")[1].split(" ")[0])
+        for line in caplog.text.splitlines()
+        if f"replica {kept.key} failed (" in line
+    ]
+    assert streaks == [1, 2, 3, 4, 8, 16, 32, 64]
+
+
 class RejectingUpstream(ScriptedUpstream):
     """Triton refusing every request's inputs (a poison request), with a call count."""
 
