@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from generator.router.config import Endpoint
+from generator.router.replicas import Replica
 from generator.runtime.tritonserver import find_tritonserver, remove_shm_regions, shm_prefix_option
 
 WORDS = [f"w{i}" for i in range(64)]
@@ -337,3 +338,11 @@ def start_router(
                 break
     RunningRouter(process, "").stop(signal.SIGKILL)
     raise RuntimeError("the router did not start")
+
+
+def replicas(n: int, pool: str = "a") -> list[Replica]:
+    """``n`` ready replicas of ``pool`` at made-up addresses, for tests that never connect."""
+    return [
+        Replica(pool, Endpoint(host=f"10.0.0.{i}", http=8000, grpc=8001, metrics=8002), ready=True)
+        for i in range(n)
+    ]
