@@ -187,8 +187,8 @@ class RouterApp:
                     PoolTarget(decode, policies[decode.name]),
                     serving.decode.triton_model,
                     settings.prefill_timeout_s,
+                    upstream_protocol(serving.protocol),
                     self.clock,
-                    protocol=serving.protocol,
                 )
                 models[name] = ModelEntry(
                     name,

@@ -13,7 +13,9 @@ re-done in the router because the two phases live on different pools.
 * The decode phase is not retried once a streaming client has its first token. Any failure ends in
   an ApiError; closing the generator cancels whichever phase is running upstream.
 
-Three tensor contracts (``protocol``): ``engine`` (the context and generation ``tensorrt_llm``
+Three tensor contracts (``protocol``, whose class answers the flow's questions: the streaming
+input's name, the hand-over's name, how the context answer's responses add up, whether it ended
+the request itself, whether the generation stream replays its token ids): ``engine`` (the context and generation ``tensorrt_llm``
 models themselves, token ids in and out: the context answer's ``output_ids`` are the first token,
 which the generation stream sends again first and which is dropped there; the hand-over is
 ``context_phase_params``), ``ensemble`` (our prefill ensemble and decode BLS on the
@@ -33,12 +35,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
-from generator.router.config import Protocol
 from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints
 from generator.router.protocol import ApiError
-from generator.router.protocols import text_pieces
+from generator.router.protocols import UpstreamProtocol
 from generator.router.upstream import GenerateCall, Response
 
 __all__ = ["DisaggregatedFlow"]
@@ -53,8 +54,8 @@ class DisaggregatedFlow:
     decode: PoolTarget
     decode_model: str
     prefill_timeout_s: float
+    protocol: UpstreamProtocol
     clock: Callable[[], float] = time.monotonic
-    protocol: Protocol = "ensemble"
 
     def _check_ready(self) -> None:
         """Both phases need a ready replica before any work starts: a prefill whose decode cannot run
@@ -78,12 +79,12 @@ class DisaggregatedFlow:
     ) -> AsyncIterator[Response]:
         self._check_ready()
         started = self.clock()
-        llmapi, engine = self.protocol == "llmapi", self.protocol == "engine"
+        protocol = self.protocol
         context_call = replace(
             call,
             model=self.prefill_model,
             request_id=f"{call.request_id}-ctx",
-            inputs={**call.inputs, "stream" if self.protocol == "ensemble" else "streaming": False},
+            inputs={**call.inputs, protocol.streaming_input: False},
             parameters={**call.parameters, "request_type": "context_only"},
         )
         context: Response | None = None
@@ -93,22 +94,16 @@ class DisaggregatedFlow:
                 aclosing(self.dispatcher.stream(self.prefill, context_call, hints)) as responses,
             ):
                 async for response in responses:
-                    if llmapi:  # cumulative text: the last answer holds all of it
-                        context = response if context is None else _merge(replace(context, text=""), response)
-                    else:
-                        context = response if context is None else _merge(context, response)
+                    context = protocol.context_answer(context, response)
         except TimeoutError:
             raise ApiError(
                 504, f"prefill did not finish within {self.prefill_timeout_s}s", "server_error"
             ) from None
         self.metrics.phase.labels(model, "prefill").observe(self.clock() - started)
-        hand_over_name = "disaggregated_params" if llmapi else "context_phase_params"
-        hand_over = None if context is None else getattr(context, hand_over_name)
+        hand_over = None if context is None else getattr(context, protocol.hand_over)
         if context is None or hand_over is None:
-            raise ApiError(502, f"the prefill pool returned no {hand_over_name}", "server_error")
-        # The LLM-API context phase says itself when it ended the request (end of sequence, stop
-        # string); "length" is what a context-only answer reports when generation continues.
-        ended = llmapi and context.finish_reason not in (None, "length", "not_finished")
+            raise ApiError(502, f"the prefill pool returned no {protocol.hand_over}", "server_error")
+        ended = protocol.context_ended(context)
         if ended or finished(context):
             self.metrics.early_finish.labels(model).inc()
             yield Response(
@@ -123,20 +118,20 @@ class DisaggregatedFlow:
         replayed: list[int] = []
         if streaming:
             first_text = context.text
-            replayed = list(context.output_ids or []) if engine else []
+            replayed = list(context.output_ids or []) if protocol.replays_context_ids else []
             yield Response(text=first_text, output_ids=replayed or None)
         generation_call = replace(
             call,
             model=self.decode_model,
             request_id=f"{call.request_id}-gen",
-            inputs={**call.inputs, hand_over_name: hand_over},
+            inputs={**call.inputs, protocol.hand_over: hand_over},
             parameters={**call.parameters, "request_type": "generation_only"},
         )
         decode_started = self.clock()
         first = True
-        decode = self.dispatcher.stream(self.decode, generation_call, hints, retries=0 if streaming else None)
-        if llmapi:
-            decode = text_pieces(decode)
+        decode = protocol.pieces(
+            self.dispatcher.stream(self.decode, generation_call, hints, retries=0 if streaming else None)
+        )
         async with aclosing(decode) as responses:
             async for response in responses:
                 if first:
@@ -150,16 +145,3 @@ class DisaggregatedFlow:
                     if ids[: len(context.output_ids or [])] == context.output_ids:
                         response.output_ids = ids[len(context.output_ids or []) :]
                 yield response
-
-
-def _merge(a: Response, b: Response) -> Response:
-    return Response(
-        text=a.text + b.text,
-        output_ids=b.output_ids or a.output_ids,
-        num_input_tokens=b.num_input_tokens or a.num_input_tokens,
-        num_output_tokens=b.num_output_tokens or a.num_output_tokens,
-        context_phase_params=b.context_phase_params or a.context_phase_params,
-        finish_reason=b.finish_reason or a.finish_reason,
-        disaggregated_params=b.disaggregated_params or a.disaggregated_params,
-    )
-

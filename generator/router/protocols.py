@@ -35,6 +35,7 @@ __all__ = [
     "EnsembleProtocol",
     "LlmApiProtocol",
     "UpstreamProtocol",
+    "merged",
     "text_pieces",
     "upstream_protocol",
 ]
@@ -47,6 +48,12 @@ class UpstreamProtocol(ABC):
     name: ClassVar[Protocol]
     # The request's prompt ids are needed to build the inputs (not only for routing or limits).
     needs_token_ids: ClassVar[bool] = False
+    # The disaggregated flow (disagg.py): the input that turns streaming on or off, the context
+    # answer's output the generation request takes as an input of the same name, and whether the
+    # generation stream sends the context answer's token ids again first.
+    streaming_input: ClassVar[str] = "streaming"
+    hand_over: ClassVar[str] = "context_phase_params"
+    replays_context_ids: ClassVar[bool] = False
 
     @abstractmethod
     def inputs(
@@ -87,12 +94,23 @@ class UpstreamProtocol(ABC):
         model would need the text so far as a prompt in its own tokenization)."""
         return None
 
+    def context_answer(self, so_far: Response | None, response: Response) -> Response:
+        """The context phase's answer with one more of its responses taken in: each carries only
+        its new text."""
+        return response if so_far is None else merged(so_far, response)
+
+    def context_ended(self, context: Response) -> bool:
+        """Whether the context phase says itself that it ended the request (the router's own check
+        of end-of-sequence and stop strings is the flow's ``finished``)."""
+        return False
+
 
 class EngineProtocol(UpstreamProtocol):
     """The ``tensorrt_llm`` model: the router tokenizes, sends ids and detokenizes ``output_ids``."""
 
     name = "engine"
     needs_token_ids = True
+    replays_context_ids = True
 
     def inputs(
         self,
@@ -143,6 +161,7 @@ class EnsembleProtocol(UpstreamProtocol):
     """Our BLS or the ensembles: the chat messages go as JSON, preprocessing applies the template."""
 
     name = "ensemble"
+    streaming_input = "stream"
 
     def inputs(
         self,
@@ -183,6 +202,7 @@ class LlmApiProtocol(UpstreamProtocol):
     """The LLM-API model: plain text and ``sampling_param_*`` in, cumulative ``text_output`` out."""
 
     name = "llmapi"
+    hand_over = "disaggregated_params"
 
     def inputs(
         self,
@@ -221,6 +241,14 @@ class LlmApiProtocol(UpstreamProtocol):
     def pieces(self, responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
         return text_pieces(responses)
 
+    def context_answer(self, so_far: Response | None, response: Response) -> Response:
+        # The whole text so far in every response: the last one holds all of it.
+        return response if so_far is None else merged(replace(so_far, text=""), response)
+
+    def context_ended(self, context: Response) -> bool:
+        # "length" is what a context-only answer reports when generation goes on.
+        return context.finish_reason not in (None, "length", "not_finished")
+
 
 async def text_pieces(responses: AsyncIterator[Response]) -> AsyncIterator[Response]:
     """The LLM-API model streams its whole text so far in every response (``output.text``, not the
@@ -234,6 +262,20 @@ async def text_pieces(responses: AsyncIterator[Response]) -> AsyncIterator[Respo
             if len(text) > len(previous):
                 previous = text
             yield response
+
+
+def merged(a: Response, b: Response) -> Response:
+    """Two responses of one answer as one: the texts joined, every other field the later one's
+    where it has one."""
+    return Response(
+        text=a.text + b.text,
+        output_ids=b.output_ids or a.output_ids,
+        num_input_tokens=b.num_input_tokens or a.num_input_tokens,
+        num_output_tokens=b.num_output_tokens or a.num_output_tokens,
+        context_phase_params=b.context_phase_params or a.context_phase_params,
+        finish_reason=b.finish_reason or a.finish_reason,
+        disaggregated_params=b.disaggregated_params or a.disaggregated_params,
+    )
 
 
 _PROTOCOLS: dict[Protocol, UpstreamProtocol] = {

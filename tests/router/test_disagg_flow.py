@@ -17,6 +17,7 @@ from generator.router.disagg import DisaggregatedFlow
 from generator.router.dispatch import Dispatcher, PoolTarget
 from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints, LeastInflight
+from generator.router.protocols import upstream_protocol
 from generator.router.replicas import PoolState
 from generator.router.upstream import GenerateCall, Response
 from generator.spec.router import RouterSettings
@@ -83,7 +84,7 @@ def run_flow(
         PoolTarget(decode, LeastInflight()),
         "m_decode",
         5.0,
-        protocol=protocol,
+        upstream_protocol(protocol),
     )
     stream_name = "stream" if protocol == "ensemble" else "streaming"
     call = GenerateCall("", {"prompt": "tell me", stream_name: streaming}, "id")
