@@ -27,6 +27,7 @@ from generator.router.config import parse_routes
 from generator.router.disagg import DisaggregatedFlow
 from generator.router.metrics import RouterMetrics
 from generator.router.policies import Hints
+from generator.router.protocols import upstream_protocol
 from generator.router.upstream import GenerateCall, Response
 from generator.runtime import launcher as launcher_module
 from generator.runtime.launcher import Launcher, launch_notes
@@ -282,7 +283,7 @@ def _flow(dispatcher: _StandInDispatcher) -> DisaggregatedFlow:
     decode = types.SimpleNamespace(pool=types.SimpleNamespace(name="dec", ready_count=1))
     return DisaggregatedFlow(
         dispatcher, RouterMetrics(lambda: []), prefill, "big_llmapi", decode, "big_llmapi", 5.0,  # type: ignore[arg-type]
-        protocol="llmapi",
+        upstream_protocol("llmapi"),
     )
 
 

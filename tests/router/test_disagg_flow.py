@@ -1,7 +1,8 @@
 """The disaggregated flow (generator/router/disagg.py) for each tensor contract, over a scripted
 pair of pools: what the context call asks for, what is handed over to the generation call, and what
 the client's stream is made of. The same flow on real tritonservers: test_triton.py (ensemble),
-test_engine_direct.py and test_quickstart.py (engine)."""
+test_engine_direct.py and test_quickstart.py (engine); the LLM-API flow with a stand-in dispatcher
+also in tests/render/test_disaggregation.py."""
 
 from __future__ import annotations
 
