@@ -49,7 +49,7 @@ from generator.router.admission import Admission
 from generator.router.auth import ApiKeys, load_api_keys
 from generator.router.config import Aggregated, ModelRoute, Routes
 from generator.router.disagg import DisaggregatedFlow
-from generator.router.dispatch import Dispatcher, PoolTarget
+from generator.router.dispatch import Dispatcher, PoolTarget, Resume
 from generator.router.metrics import RouterMetrics
 from generator.router.openapi import openapi_document
 from generator.router.policies import Hints, block_hashes, make_policy, policy_kind
@@ -493,12 +493,15 @@ class _Exchange:
         entry = self.entry
         if entry.aggregated is not None:
             protocol, route, tokenizer = entry.protocol, entry.route, entry.tokenizer
+
+            def go_on(call: GenerateCall, streamed: list[Response]) -> GenerateCall | None:
+                return protocol.resume(call, streamed, route, tokenizer)
+
+            # Only a protocol that can go on elsewhere has the dispatcher keep what was streamed.
+            resume: Resume | None = go_on if protocol.resumable else None
             responses = protocol.pieces(
                 self.app.dispatcher.stream(
-                    entry.aggregated,
-                    replace(self.call, model=entry.triton_model),
-                    self.hints,
-                    resume=lambda call, streamed: protocol.resume(call, streamed, route, tokenizer),
+                    entry.aggregated, replace(self.call, model=entry.triton_model), self.hints, resume=resume
                 )
             )
         else:

@@ -15,8 +15,8 @@ re-done in the router because the two phases live on different pools.
 
 Three tensor contracts (``protocol``, whose class answers the flow's questions: the streaming
 input's name, the hand-over's name, how the context answer's responses add up, whether it ended
-the request itself, whether the generation stream replays its token ids): ``engine`` (the context and generation ``tensorrt_llm``
-models themselves, token ids in and out: the context answer's ``output_ids`` are the first token,
+the request itself, whether the generation stream replays its token ids): ``engine`` (the context
+and generation ``tensorrt_llm`` models themselves, token ids in and out: the context answer's ``output_ids`` are the first token,
 which the generation stream sends again first and which is dropped there; the hand-over is
 ``context_phase_params``), ``ensemble`` (our prefill ensemble and decode BLS on the
 engine or reference engine; the hand-over is ``context_phase_params``) and ``llmapi``

@@ -35,7 +35,6 @@ __all__ = [
     "EnsembleProtocol",
     "LlmApiProtocol",
     "UpstreamProtocol",
-    "merged",
     "text_pieces",
     "upstream_protocol",
 ]
@@ -48,6 +47,8 @@ class UpstreamProtocol(ABC):
     name: ClassVar[Protocol]
     # The request's prompt ids are needed to build the inputs (not only for routing or limits).
     needs_token_ids: ClassVar[bool] = False
+    # A stream its replica drops midway can go on elsewhere (:meth:`resume` can say how).
+    resumable: ClassVar[bool] = False
     # The disaggregated flow (disagg.py): the input that turns streaming on or off, the context
     # answer's output the generation request takes as an input of the same name, and whether the
     # generation stream sends the context answer's token ids again first.
@@ -97,7 +98,7 @@ class UpstreamProtocol(ABC):
     def context_answer(self, so_far: Response | None, response: Response) -> Response:
         """The context phase's answer with one more of its responses taken in: each carries only
         its new text."""
-        return response if so_far is None else merged(so_far, response)
+        return response if so_far is None else _merged(so_far, response)
 
     def context_ended(self, context: Response) -> bool:
         """Whether the context phase says itself that it ended the request (the router's own check
@@ -110,6 +111,7 @@ class EngineProtocol(UpstreamProtocol):
 
     name = "engine"
     needs_token_ids = True
+    resumable = True
     replays_context_ids = True
 
     def inputs(
@@ -243,7 +245,7 @@ class LlmApiProtocol(UpstreamProtocol):
 
     def context_answer(self, so_far: Response | None, response: Response) -> Response:
         # The whole text so far in every response: the last one holds all of it.
-        return response if so_far is None else merged(replace(so_far, text=""), response)
+        return response if so_far is None else _merged(replace(so_far, text=""), response)
 
     def context_ended(self, context: Response) -> bool:
         # "length" is what a context-only answer reports when generation goes on.
@@ -264,7 +266,7 @@ async def text_pieces(responses: AsyncIterator[Response]) -> AsyncIterator[Respo
             yield response
 
 
-def merged(a: Response, b: Response) -> Response:
+def _merged(a: Response, b: Response) -> Response:
     """Two responses of one answer as one: the texts joined, every other field the later one's
     where it has one."""
     return Response(

@@ -160,7 +160,9 @@ def test_a_dropped_engine_stream_goes_on_from_the_prompt_and_what_was_streamed()
     assert resume({**inputs, "input_ids": [0] * 6}, [11, 12, 13]) is None
     assert resume(inputs, [11, *tokenizer.end_ids]) is None
     assert resume(inputs) is None
-    # Text in, text out: our BLS and the ensembles cannot be continued this way.
+    # Text in, text out: our BLS and the ensembles cannot be continued this way (and the router
+    # does not keep their streamed responses for it).
+    assert EngineProtocol.resumable and not EnsembleProtocol.resumable
     text = [Response(text="once upon")]
     assert EnsembleProtocol().resume(GenerateCall("m", {}, "r"), text, route, tokenizer) is None
 
