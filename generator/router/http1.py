@@ -255,7 +255,8 @@ class Http1Client:
 
         Under a burst (2,048 streams arriving at once) this event loop can fall seconds behind:
         the kernel completes the handshake in time, but the loop reaches the deadline's timer
-        before the socket's completion (libuv runs due timers before polling for I/O). A deadline
+        before the socket's completion (libuv runs due timers before it polls for I/O in each
+        loop iteration: https://docs.libuv.org/en/v1.x/design.html#the-i-o-loop). A deadline
         that has passed therefore gives the loop a few turns to take in what already arrived
         before it calls the connect timed out: a replica is not failed for the router's own lag."""
         connecting = loop.create_task(loop.create_connection(lambda: _Connection(loop), key[0], key[1]))
